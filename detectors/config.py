@@ -1,0 +1,310 @@
+"""The typed configuration of one training run.
+
+One ``RunConfig`` describes a run completely: detector, data, losses (eq 7 of the MSSD paper),
+schedule, evaluation, tracking and seed. It lives in ``detectors/`` because the trainer consumes it
+and nothing may import ``study/``; YAML loading, ``--set`` overrides and file:line error messages are
+``study.config``'s job.
+
+Validation rules are attached to fields as metadata (``gt``, ``ge``, ``le``, ``lt``, ``choices``) and
+checked by ``parse_config``, which converts a plain dict (from YAML) into these dataclasses, failing on
+the first unknown key, wrong type or out-of-range value with the dotted key path in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from detectors.errors import ConfigError
+
+DETECTOR_NAMES = ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")
+
+
+def _rule(default: Any = dataclasses.MISSING, *, factory: Any = None, **checks: Any) -> Any:
+    """A dataclass field carrying validation checks (``gt``, ``ge``, ``lt``, ``le``, ``choices``)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata=checks)
+    return field(default=default, metadata=checks)
+
+
+@dataclass
+class DetectorConfig:
+    name: str = _rule("yolov5s", choices=DETECTOR_NAMES)
+    # Initial weights: a state dict or an official Ultralytics checkpoint; null trains from scratch.
+    weights: str | None = None
+
+
+@dataclass
+class SyntheticConfig:
+    """How to generate the built-in KITTI-like set into ``data.root`` when it is missing."""
+
+    images: int = _rule(200, ge=2)
+    seed: int = 0
+    width: int = _rule(1242, ge=32)
+    height: int = _rule(375, ge=32)
+    val_fraction: float = _rule(0.2, gt=0.0, lt=1.0)
+
+
+@dataclass
+class AugmentConfig:
+    # YOLOv5 hyp.scratch-low values.
+    hflip: float = _rule(0.5, ge=0.0, le=1.0)
+    hsv_h: float = _rule(0.015, ge=0.0, le=1.0)
+    hsv_s: float = _rule(0.7, ge=0.0, le=1.0)
+    hsv_v: float = _rule(0.4, ge=0.0, le=1.0)
+
+
+@dataclass
+class DataConfig:
+    # kitti: KITTI 2D object layout; synthetic: the same layout generated on demand;
+    # coco: COCO JSON; yolo: YOLO txt labels.
+    format: str = _rule("synthetic", choices=("kitti", "synthetic", "coco", "yolo"))
+    root: str = "data/synthetic-kitti"
+    # kitti/synthetic: split names (ImageSets/<name>.txt); coco: annotation JSON paths relative to
+    # root; yolo: image-list files or image folders relative to root.
+    train: str = "train"
+    val: str = "val"
+    # coco only: the folder the JSON's file_name entries are relative to (default: root).
+    images: str | None = None
+    classes: list[str] = _rule(factory=lambda: ["Car", "Pedestrian", "Cyclist"])
+    # Network input size in pixels (square letterbox); a multiple of the largest stride, 32.
+    img_size: int = _rule(640, ge=32)
+    workers: int = _rule(2, ge=0)
+    augment: AugmentConfig = _rule(factory=AugmentConfig)
+    synthetic: SyntheticConfig = _rule(factory=SyntheticConfig)
+
+
+@dataclass
+class MSSDConfig:
+    """Multi-scale self-distillation, eqs 1-4. gamma weighs stride 8 (eq 1); w_m, w_l strides 16, 32."""
+
+    enabled: bool = True
+    gamma: float = _rule(0.05, ge=0.0)  # paper Table 5 best
+    w_m: float = _rule(1.0, ge=0.0)
+    w_l: float = _rule(1.0, ge=0.0)
+    # The deeper (student) map learns from the shallower (teacher) map, not the reverse.
+    detach_teacher: bool = True
+
+
+@dataclass
+class MADConfig:
+    """Mask-assisted detection, eqs 5-6."""
+
+    enabled: bool = True
+    sigma2: float = _rule(2.0, gt=0.0)  # paper Table 6 best; .inf gives the binary box mask
+    adapter_kernel: int = _rule(3, ge=1)
+
+
+@dataclass
+class GtLossConfig:
+    """YOLOv5's own detection loss (L_gt), hyp.scratch-low gains."""
+
+    box: float = _rule(0.05, ge=0.0)
+    obj: float = _rule(1.0, ge=0.0)
+    cls: float = _rule(0.5, ge=0.0)
+    anchor_t: float = _rule(4.0, gt=1.0)
+    label_smoothing: float = _rule(0.0, ge=0.0, lt=1.0)
+
+
+@dataclass
+class LossesConfig:
+    """Eq 7: L = L_gt + lambda_distill * L_distill + lambda_mask * L_mask (paper: both lambdas 1)."""
+
+    mssd: MSSDConfig = _rule(factory=MSSDConfig)
+    mad: MADConfig = _rule(factory=MADConfig)
+    lambda_distill: float = _rule(1.0, ge=0.0)
+    lambda_mask: float = _rule(1.0, ge=0.0)
+    gt: GtLossConfig = _rule(factory=GtLossConfig)
+
+
+@dataclass
+class TrainConfig:
+    """Schedule and optimiser, paper section 4.1 and YOLOv5 defaults."""
+
+    epochs: int = _rule(200, ge=1)
+    batch_size: int = _rule(16, ge=1)
+    lr0: float = _rule(0.01, gt=0.0)
+    lrf: float = _rule(0.1, gt=0.0, le=1.0)  # cosine decay ends at lr0 * lrf
+    momentum: float = _rule(0.937, ge=0.0, lt=1.0)
+    weight_decay: float = _rule(0.0005, ge=0.0)
+    warmup_epochs: float = _rule(3.0, ge=0.0)
+    warmup_momentum: float = _rule(0.8, ge=0.0, lt=1.0)
+    warmup_bias_lr: float = _rule(0.1, ge=0.0)
+    ema: bool = True
+    ema_decay: float = _rule(0.9999, gt=0.0, lt=1.0)
+    grad_clip: float | None = _rule(10.0, gt=0.0)  # max grad norm; null disables
+    amp: bool = True  # only used on CUDA
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    eval_interval: int = _rule(1, ge=1)
+    # Caps the steps per epoch: smoke tests and quick sweeps on a CPU. null = the whole epoch.
+    max_steps_per_epoch: int | None = _rule(None, ge=1)
+
+
+@dataclass
+class EvalConfig:
+    conf: float = _rule(0.001, ge=0.0, le=1.0)
+    iou: float = _rule(0.6, gt=0.0, le=1.0)
+    max_det: int = _rule(300, ge=1)
+    batch_size: int | None = _rule(None, ge=1)  # null: train.batch_size * 2
+
+
+@dataclass
+class TrackingConfig:
+    # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<workdir>/mlflow.db
+    uri: str | None = None
+    experiment: str = "mssd"
+
+
+@dataclass
+class RunConfig:
+    detector: DetectorConfig = _rule(factory=DetectorConfig)
+    data: DataConfig = _rule(factory=DataConfig)
+    losses: LossesConfig = _rule(factory=LossesConfig)
+    train: TrainConfig = _rule(factory=TrainConfig)
+    eval: EvalConfig = _rule(factory=EvalConfig)
+    tracking: TrackingConfig = _rule(factory=TrackingConfig)
+    seed: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.classes)
+
+
+def _check_cross_fields(cfg: RunConfig) -> None:
+    if cfg.data.img_size % 32:
+        raise ConfigError(f"data.img_size: expected a multiple of 32 (the largest stride), got {cfg.data.img_size}")
+    if not cfg.data.classes:
+        raise ConfigError("data.classes: expected at least one class name, got an empty list")
+    if len(set(cfg.data.classes)) != len(cfg.data.classes):
+        raise ConfigError(f"data.classes: expected unique names, got {cfg.data.classes}")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict -> dataclass conversion with key-path errors
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads exponent forms without a dot (1e-3) as strings; so does ".inf".
+            text = value.strip().lower()
+            if text in ("inf", ".inf", "+inf", "+.inf"):
+                return math.inf
+            try:
+                return float(text)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - schema bug, not user input
+        raise TypeError(f"unsupported config type {tp!r} at {path}")
+    raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+
+
+def _check_rules(value: Any, checks: dict[str, Any], path: str) -> None:
+    if value is None:
+        return
+    if "choices" in checks and value not in checks["choices"]:
+        raise ConfigError(f"{path}: expected one of {', '.join(map(str, checks['choices']))}, got {value!r}")
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{path}: expected a number, got nan")
+    bounds = (("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),
+              ("lt", "<", lambda v, b: v < b), ("le", "<=", lambda v, b: v <= b))
+    for key, _symbol, ok in bounds:
+        if key in checks and not ok(value, checks[key]):
+            wanted = " and ".join(f"{s} {checks[k]}" for k, s, _ in bounds if k in checks)
+            raise ConfigError(f"{path}: expected a value {wanted}, got {value!r}")
+
+
+def _build(cls: type, data: dict, path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{_join(path, str(key))}: unknown key (expected one of: {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            key_path = _join(path, name)
+            value = _convert(data[name], hints[name], key_path)
+            _check_rules(value, dict(f.metadata), key_path)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def parse_config(data: dict | None) -> RunConfig:
+    """Build a validated ``RunConfig`` from a plain dict; missing keys take their defaults."""
+    cfg = _build(RunConfig, data or {}, "")
+    _check_cross_fields(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """The plain-dict form of a config (round-trips through ``parse_config``)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train.lr0": 0.01, ...}``: the form logged as MLflow params and used by search spaces."""
+    flat: dict[str, Any] = {}
+    items = config_to_dict(cfg).items() if dataclasses.is_dataclass(cfg) else cfg.items()
+    for key, value in items:
+        path = _join(prefix, key)
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, path))
+        else:
+            flat[path] = value
+    return flat
