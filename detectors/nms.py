@@ -1,0 +1,175 @@
+"""Class-aware non-maximum suppression in pure torch, batched over images (no torchvision).
+
+The input is a detector's decoded output ``(B, N, 5 + nc)`` (xywh, objectness, class scores), as from
+``model.inference_raw``. Candidates are chosen as Ultralytics' ``non_max_suppression`` does: objectness
+> ``conf``, score = objectness * class score > ``conf``, best class per box (or every class above
+``conf`` with ``multi_label``), at most ``max_nms`` by score. Suppression is greedy NMS (a box is dropped
+when its IoU with a kept, higher-scoring box of the same class is > ``iou``), exactly as
+``torchvision.ops.nms`` with their class offsets.
+
+Vectorised greedy NMS: sorted candidates are processed in blocks of ``block`` boxes for all images at
+once. A block is first checked against the boxes kept so far (one (B, T, D) IoU matrix), then resolved
+inside itself by the Cluster-NMS fixed point (Zheng et al. 2020, "Enhancing geometric factors..."):
+``keep[j] = not any(keep[i] and IoU[i, j] > iou for i < j)`` iterated from ``keep = all``; the unique
+fixed point of that recursion is the greedy result. Processing stops once every image has ``max_det``
+boxes, since greedy NMS never revisits a kept box.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from detectors.boxes import xywh_to_xyxy
+
+Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (K, 4) xyxy, scores (K,), classes (K,)
+
+
+def _pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of (B, N, 4) and (B, M, 4) xyxy boxes -> (B, N, M); 0 where the union is empty.
+
+    Per coordinate rather than on (B, N, M, 2) pairs: half the temporaries, this is NMS's hot spot.
+    """
+    ax1, ay1, ax2, ay2 = (t[:, :, None] for t in a.unbind(-1))  # (B, N, 1)
+    bx1, by1, bx2, by2 = (t[:, None, :] for t in b.unbind(-1))  # (B, 1, M)
+    inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
+    inter *= (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
+    area_a = (ax2 - ax1).clamp(min=0) * (ay2 - ay1).clamp(min=0)
+    area_b = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
+    union = (area_a + area_b - inter).clamp_(min=torch.finfo(inter.dtype).tiny)
+    return inter.div_(union)
+
+
+def _check_args(prediction: torch.Tensor, conf: float, iou: float, max_det: int) -> None:
+    if prediction.dim() != 3 or prediction.shape[-1] < 6:
+        raise ValueError(f"prediction: expected (B, N, 5 + nc) with nc >= 1, got {tuple(prediction.shape)}")
+    if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
+        raise ValueError(f"conf and iou: expected values in [0, 1], got conf={conf}, iou={iou}")
+    if max_det < 1:
+        raise ValueError(f"max_det: expected >= 1, got {max_det}")
+
+
+def candidates(
+    prediction: torch.Tensor, conf: float, *, multi_label: bool = False, max_nms: int = 30000
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Score-sorted candidates, padded over the batch.
+
+    Returns boxes (B, K, 4) xyxy, scores (B, K), classes (B, K) int64 and valid (B, K) bool; within an
+    image valid candidates come first, by descending score (stable sort: ties keep anchor order).
+    """
+    b, n, no = prediction.shape
+    nc = no - 5
+    boxes = xywh_to_xyxy(prediction[..., :4])
+    obj = prediction[..., 4:5]
+    cls_scores = prediction[..., 5:] * obj  # (B, N, nc): YOLOv5's score is obj * cls
+    if multi_label:
+        scores = cls_scores.reshape(b, n * nc)
+        classes = torch.arange(nc, device=prediction.device).repeat(n).expand(b, -1)
+        boxes = boxes.repeat_interleave(nc, dim=1)
+        ok = (scores > conf) & (obj.expand(-1, -1, nc).reshape(b, n * nc) > conf)
+    else:
+        scores, classes = cls_scores.max(-1)
+        ok = (scores > conf) & (obj[..., 0] > conf)
+    masked = torch.where(ok, scores, torch.full_like(scores, -1.0))  # scores are in [0, 1]
+    k = int(min(int(ok.sum(1).max()) if b else 0, max_nms))
+    order = torch.sort(masked, dim=1, descending=True, stable=True).indices[:, :k]
+    return (
+        torch.gather(boxes, 1, order[..., None].expand(-1, -1, 4)),
+        torch.gather(scores, 1, order),
+        torch.gather(classes, 1, order),
+        torch.gather(ok, 1, order),
+    )
+
+
+def non_max_suppression(
+    prediction: torch.Tensor,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+    *,
+    multi_label: bool = False,
+    max_nms: int = 30000,
+    block: int = 128,
+) -> list[Detections]:
+    """Greedy class-aware NMS of (B, N, 5 + nc) decoded predictions -> per image (boxes, scores, classes)."""
+    _check_args(prediction, conf, iou, max_det)
+    prediction = prediction.detach().float()
+    boxes, scores, classes, valid = candidates(prediction, conf, multi_label=multi_label, max_nms=max_nms)
+    b, k = scores.shape
+    dev = prediction.device
+    # Kept boxes so far, per image, in order (padded to max_det).
+    kept_boxes = boxes.new_zeros(b, max_det, 4)
+    kept_scores = scores.new_zeros(b, max_det)
+    kept_classes = classes.new_zeros(b, max_det)
+    n_kept = torch.zeros(b, dtype=torch.long, device=dev)
+    slots = torch.arange(max_det, device=dev)
+    rows = torch.arange(b, device=dev)[:, None]
+
+    for start in range(0, k, block):
+        if bool((n_kept >= max_det).all()):
+            break
+        bb = boxes[:, start : start + block]  # (B, T, 4)
+        bc = classes[:, start : start + block]
+        alive = valid[:, start : start + block]  # (B, T)
+        t = bb.shape[1]
+
+        # 1. Suppressed by a box kept in an earlier block (same class, IoU > thr).
+        kept_valid = slots[None, :] < n_kept[:, None]  # (B, D)
+        hits = (_pairwise_iou(bb, kept_boxes) > iou) & (bc[:, :, None] == kept_classes[:, None, :])
+        alive = alive & ~(hits & kept_valid[:, None, :]).any(-1)
+
+        # 2. Inside the block: M[i, j] = box i (higher score) would suppress box j.
+        m = (_pairwise_iou(bb, bb) > iou) & (bc[:, :, None] == bc[:, None, :])
+        m = m & torch.ones(t, t, dtype=torch.bool, device=dev).triu(1)
+        m = m & alive[:, :, None]
+        keep = alive
+        for _ in range(t):  # converges in (longest suppression chain + 1) steps, usually a handful
+            new_keep = alive & ~(m & keep[:, :, None]).any(1)
+            if torch.equal(new_keep, keep):
+                break
+            keep = new_keep
+
+        # 3. Append this block's kept boxes after the earlier ones, up to max_det per image.
+        pos = n_kept[:, None] + keep.long().cumsum(1) - 1  # (B, T) slot of each kept box
+        write = keep & (pos < max_det)
+        r, c = rows.expand(-1, t)[write], pos[write]
+        kept_boxes[r, c] = bb[write]
+        kept_scores[r, c] = scores[:, start : start + block][write]
+        kept_classes[r, c] = bc[write]
+        n_kept = (n_kept + keep.sum(1)).clamp(max=max_det)
+
+    return [
+        (kept_boxes[i, : n_kept[i]], kept_scores[i, : n_kept[i]], kept_classes[i, : n_kept[i]])
+        for i in range(b)
+    ]
+
+
+def non_max_suppression_reference(
+    prediction: torch.Tensor,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+    *,
+    multi_label: bool = False,
+    max_nms: int = 30000,
+) -> list[Detections]:
+    """The plain greedy loop, one box at a time: the specification the vectorised version is tested against."""
+    _check_args(prediction, conf, iou, max_det)
+    prediction = prediction.detach().float()
+    boxes, scores, classes, valid = candidates(prediction, conf, multi_label=multi_label, max_nms=max_nms)
+    out = []
+    for i in range(prediction.shape[0]):
+        n = int(valid[i].sum())
+        bx, sc, cl = boxes[i, :n], scores[i, :n], classes[i, :n]
+        suppressed = torch.zeros(n, dtype=torch.bool, device=bx.device)
+        keep: list[int] = []
+        for j in range(n):
+            if suppressed[j]:
+                continue
+            keep.append(j)
+            if len(keep) == max_det:
+                break
+            overlaps = _pairwise_iou(bx[None, j : j + 1], bx[None])[0, 0] > iou
+            suppressed |= overlaps & (cl == cl[j])
+        idx = torch.tensor(keep, dtype=torch.long, device=bx.device)
+        out.append((bx[idx], sc[idx], cl[idx]))
+    return out
