@@ -1,0 +1,163 @@
+"""MSSD and mask-assisted detection wired to a detector: the one place ``cfg.losses`` becomes modules.
+
+API (what the trainer and ``mssd model info`` use)::
+
+    distillation = build_distillation(cfg.losses, model)      # nn.Module, training-only parameters
+    optimizer params += distillation.parameters()             # projectors and adapters learn too
+    output = model(images)                                    # DetectorOutput(head_maps, teachers, students)
+    gt_total, items = loss_fn(output.head_maps, targets)      # (box + obj + cls) * B; items per image
+    terms = distillation(output, targets, img_size)           # distill, distill_s|m|l, mask (per image)
+    loss = distillation.total_loss(gt_total, terms, batch_size)   # eq 7 times B, YOLOv5's convention
+    distillation.count_parameters()                           # {"mssd": n, "mad": n, "total": n}
+
+``targets`` are the dataloader's ``(M, 6)`` rows ``[image_index, class, cx, cy, w, h]`` normalised to the
+input size; they become xyxy input-pixel boxes for the Gaussian masks here.
+
+Nothing here knows a layer index: MSSD reads ``model.tap_channels`` (``{stride: (teacher_channels,
+student_channels)}``) and the forward's ``teachers``/``students`` dicts, so every detector that returns
+them gets MSSD and MAD with no change on this side. MAD's feature map F at stride s is ``students[s]``,
+the detect input.
+
+The ablation switches of Table 2 act here and nowhere else: ``losses.mssd.enabled: false`` builds no
+projectors and reports the distill terms as constant 0; ``losses.mad.enabled: false`` builds no adapters
+and reports ``mask`` as 0. The other terms are untouched. Disabled terms are still reported, so every
+run logs the same metric names.
+
+The distillation module is deliberately *not* a submodule of the detector: the detector's
+``state_dict`` (exported inference weights) never holds projectors or adapters. Checkpoint
+``distillation.state_dict()`` beside the model's to resume training exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detectors.config import LossesConfig
+from detectors.errors import ConfigError
+from losses.combine import combine_losses
+from losses.mask_loss import MaskAssistedLoss
+from losses.mssd import MSSDLoss
+
+# Every term this module reports, in logging order (metric names are ``loss/<term>``).
+TERMS = ("distill", "distill_s", "distill_m", "distill_l", "mask")
+
+
+class Distillation(nn.Module):
+    """The training-only half of eq 7: L_distill (eqs 1-4) and L_mask (eqs 5-6), either switchable off.
+
+    Build it with ``build_distillation``. ``mssd`` / ``mad`` are ``None`` when switched off.
+    """
+
+    def __init__(
+        self,
+        mssd: MSSDLoss | None,
+        mad: MaskAssistedLoss | None,
+        *,
+        lambda_distill: float = 1.0,
+        lambda_mask: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.mssd = mssd
+        self.mad = mad
+        self.lambda_distill = float(lambda_distill)
+        self.lambda_mask = float(lambda_mask)
+
+    def forward(self, output: Any, targets: Tensor, img_size: int | tuple[int, int]) -> dict[str, Tensor]:
+        """Per-image loss terms ``{"distill", "distill_s", "distill_m", "distill_l", "mask"}`` (scalars).
+
+        Args:
+            output: the detector's training output: an object (``DetectorOutput``) or mapping with
+                ``teachers`` and ``students``, ``{stride: (B, C, H, W)}`` each.
+            targets: ``(M, 6)`` ``[image_index, class, cx, cy, w, h]`` normalised to the input size.
+            img_size: input size in pixels, ``S`` (square) or ``(height, width)``.
+        """
+        teachers, students = _taps(output)
+        if not students:
+            raise ValueError("Distillation: the detector output has no student feature maps")
+        reference = next(iter(students.values()))
+        zero = reference.new_zeros((), dtype=torch.float32)
+        terms = dict.fromkeys(TERMS, zero)
+        if self.mssd is not None:
+            terms.update(self.mssd(students, teachers))
+        if self.mad is not None:
+            boxes, batch_index = targets_to_boxes(targets.to(reference.device), img_size)
+            terms.update(self.mad(students, boxes, batch_index))
+        return terms
+
+    def total_loss(self, gt_total: Tensor, terms: Mapping[str, Tensor], batch_size: int) -> Tensor:
+        """Eq 7 to backpropagate, in YOLOv5's batch convention.
+
+        ``gt_total`` is the detection loss as YOLOv5 backpropagates it, ``(box + obj + cls) * batch_size``
+        (``YOLOv5Loss``'s first output; its items are detached). Returns
+        ``batch_size * (L_gt + lambda_distill * L_distill + lambda_mask * L_mask)``.
+        """
+        return gt_total + combine_losses(
+            gt_total.new_zeros(()),
+            terms["distill"],
+            terms["mask"],
+            lambda_distill=self.lambda_distill,
+            lambda_mask=self.lambda_mask,
+            batch_size=batch_size,
+        )
+
+    def count_parameters(self) -> dict[str, int]:
+        """Training-only parameters: ``{"mssd": projectors, "mad": adapters, "total": both}``."""
+        mssd = sum(p.numel() for p in self.mssd.parameters()) if self.mssd is not None else 0
+        mad = sum(p.numel() for p in self.mad.parameters()) if self.mad is not None else 0
+        return {"mssd": mssd, "mad": mad, "total": mssd + mad}
+
+
+def build_distillation(losses_cfg: LossesConfig, model: nn.Module) -> Distillation:
+    """The distillation modules ``losses_cfg`` asks for, sized from ``model.tap_channels``.
+
+    Raises ``ConfigError`` when MSSD or MAD is enabled for a detector that exposes no taps.
+    Parameters start on the CPU in float32; move the module with the model (``.to(device)``).
+    """
+    mssd_cfg, mad_cfg = losses_cfg.mssd, losses_cfg.mad
+    tap_channels: Mapping[int, tuple[int, int]] | None = getattr(model, "tap_channels", None)
+    if (mssd_cfg.enabled or mad_cfg.enabled) and not tap_channels:
+        raise ConfigError(
+            f"losses.mssd.enabled / losses.mad.enabled: detector {type(model).__name__} exposes no "
+            "tap_channels (teacher/student neck maps); set both to false to train it without distillation"
+        )
+    mssd = None
+    if mssd_cfg.enabled:
+        mssd = MSSDLoss(
+            tap_channels,
+            gamma=mssd_cfg.gamma,
+            w_m=mssd_cfg.w_m,
+            w_l=mssd_cfg.w_l,
+            detach_teacher=mssd_cfg.detach_teacher,
+        )
+    mad = None
+    if mad_cfg.enabled:
+        # F of eq 6 is the detect input at each stride, i.e. the student tap.
+        mad = MaskAssistedLoss(
+            {s: student for s, (_teacher, student) in tap_channels.items()},
+            sigma2=mad_cfg.sigma2,
+            kernel_size=mad_cfg.adapter_kernel,
+        )
+    return Distillation(mssd, mad, lambda_distill=losses_cfg.lambda_distill, lambda_mask=losses_cfg.lambda_mask)
+
+
+def targets_to_boxes(targets: Tensor, img_size: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """YOLO rows ``[image_index, class, cx, cy, w, h]`` (normalised) -> ``(boxes (M, 4) xyxy input px,
+    batch_index (M,) long)``."""
+    if targets.dim() != 2 or targets.shape[1] != 6:
+        raise ValueError(f"targets must have shape (M, 6) [image_index, class, cx, cy, w, h], got {tuple(targets.shape)}")
+    height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
+    t = targets.float()
+    scale = t.new_tensor([width, height])
+    centre = t[:, 2:4] * scale
+    half = t[:, 4:6] * scale / 2
+    return torch.cat([centre - half, centre + half], dim=1), t[:, 0].long()
+
+
+def _taps(output: Any) -> tuple[Mapping[int, Tensor], Mapping[int, Tensor]]:
+    if isinstance(output, Mapping):
+        return output["teachers"], output["students"]
+    return output.teachers, output.students

@@ -1,0 +1,42 @@
+"""``mssd model info``: parameters and GFLOPs of a config's detector and its training-only parts."""
+
+from __future__ import annotations
+
+from study.cli.common import add_config_arguments
+
+
+def register(subparsers) -> None:
+    model = subparsers.add_parser("model", help="inspect detectors")
+    actions = model.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = actions.add_parser(
+        "info",
+        help="print parameters and GFLOPs: inference model, then MSSD/MAD training-only parts",
+    )
+    add_config_arguments(info)
+    info.add_argument(
+        "--img",
+        type=int,
+        default=640,
+        metavar="PIXELS",
+        help="square input size for the GFLOPs count (default 640, as Ultralytics and the paper report)",
+    )
+    info.set_defaults(handler=_info)
+
+
+def _info(args) -> int:
+    from detectors import build_detector
+    from detectors.distillation import build_distillation
+    from detectors.errors import ConfigError
+    from detectors.model_info import format_model_info, model_info
+    from study.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.img < 32 or args.img % 32:
+        raise ConfigError(f"--img: expected a positive multiple of 32 (the largest stride), got {args.img}")
+    model = build_detector(cfg.detector.name, num_classes=cfg.num_classes)
+    distillation = build_distillation(cfg.losses, model)
+    info = model_info(
+        model, name=cfg.detector.name, num_classes=cfg.num_classes, img_size=args.img, distillation=distillation
+    )
+    print(format_model_info(info))
+    return 0
