@@ -1,0 +1,146 @@
+"""Training checkpoints: written atomically, read without executing code, and the RNG states they carry.
+
+A checkpoint is a plain dict of tensors and Python primitives (see ``Trainer.state_dict``), saved with
+``torch.save`` to a temporary file in the target folder, flushed to disk, then renamed over the target
+with ``os.replace``. A crash at any point leaves either the previous complete file or the new complete
+file, never a truncated one. Loading uses ``torch.load(weights_only=True)``: a checkpoint is data.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detectors.errors import MSSDError
+
+FORMAT = "mssd-checkpoint"
+FORMAT_VERSION = 1
+LAST, BEST = "last.pt", "best.pt"
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        # Whatever went wrong (including KeyboardInterrupt), the target is untouched; drop the partial file.
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically: afterwards the file is complete, or unchanged."""
+    path = Path(path)
+    _write_atomic(path, lambda f: torch.save({"format": FORMAT, "version": FORMAT_VERSION, **state}, f))
+    return path
+
+
+def copy_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy a finished checkpoint (``last.pt`` -> ``best.pt``) with the same all-or-nothing guarantee."""
+    target = Path(target)
+
+    def write(f: Any) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f)
+
+    _write_atomic(target, write)
+    return target
+
+
+def is_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, a folder holding ``last.pt``, or a run folder holding ``checkpoints/last.pt``."""
+    path = Path(path)
+    for candidate in (path, path / LAST, path / "checkpoints" / LAST):
+        if candidate.is_file():
+            return candidate
+    raise MSSDError(f"{path}: no checkpoint found (expected a .pt file, or a folder holding {LAST})")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one of our checkpoints onto the CPU; an ``MSSDError`` if the file is not one."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MSSDError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # truncated files and foreign pickles fail in many ways
+        raise MSSDError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    return check_checkpoint(state, path)
+
+
+def check_checkpoint(state: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """``state`` if it is one of our checkpoints in the current format, else an ``MSSDError``."""
+    if not is_checkpoint(state):
+        raise MSSDError(f"{path}: not an mssd training checkpoint (no format={FORMAT!r} entry)")
+    if state.get("version") != FORMAT_VERSION:
+        raise MSSDError(f"{path}: checkpoint format version {state.get('version')}, expected {FORMAT_VERSION}")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states, as primitives and tensors so that ``weights_only`` loading accepts them
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": np_state["bit_generator"],
+            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+            "has_gauss": np_state["has_gauss"],
+            "gauss": np_state["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,45 @@
+"""Exponential moving average of a model's weights (YOLOv5's ``ModelEMA``), used for evaluation.
+
+``ema = d * ema + (1 - d) * model`` after every optimiser step, over every floating-point entry of the
+state dict (BatchNorm running statistics included). The decay ramps up as
+``d = decay * (1 - exp(-updates / tau))`` so that early on, when the weights move fast, the average
+follows them instead of remembering the random initialisation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ModelEMA:
+    def __init__(self, model: nn.Module, *, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.tau = tau
+        self.updates = updates
+
+    def current_decay(self) -> float:
+        return self.decay * (1 - math.exp(-self.updates / self.tau))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.current_decay()
+        source = model.state_dict()
+        for key, value in self.module.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.mul_(d).add_(source[key].detach(), alpha=1 - d)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])

@@ -1,0 +1,140 @@
+"""The optimiser and its schedule, as YOLOv5 v7.0's ``train.py`` sets them up.
+
+- Three SGD parameter groups chosen by a rule, not by names: 0 = biases (no weight decay), 1 = every
+  other weight (weight decay), 2 = normalisation-layer weights (no weight decay). Group 0 first because
+  the bias warmup addresses it by position, as YOLOv5 does.
+- Nominal batch 64: gradients accumulate over ``round(64 / batch_size)`` batches before a step, and the
+  weight decay is scaled by ``batch_size * accumulate / 64`` so its strength per image does not change.
+- Learning rate per epoch: cosine "one cycle" from ``lr0`` to ``lr0 * lrf`` over the run.
+- Warmup over the first ``warmup_epochs * steps_per_epoch`` iterations: bias lr falls from
+  ``warmup_bias_lr``, the other lrs rise from 0, momentum rises from ``warmup_momentum``, and the
+  accumulation rises from 1, all linearly, to their epoch values.
+
+Everything is a pure function of (iteration, epoch), so a resumed run recomputes the same values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+NOMINAL_BATCH = 64  # YOLOv5's nbs: the batch size the hyperparameters were tuned for
+BIAS_GROUP, DECAY_GROUP, NORM_GROUP = 0, 1, 2
+# Every normalisation layer (BatchNorm*, GroupNorm, LayerNorm, ...), picked once by class name.
+_NORM_TYPES = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
+
+
+def accumulate_steps(batch_size: int, nominal_batch: int = NOMINAL_BATCH) -> int:
+    """Batches per optimiser step so that a step sees about ``nominal_batch`` images."""
+    return max(round(nominal_batch / batch_size), 1)
+
+
+def scaled_weight_decay(weight_decay: float, batch_size: int, nominal_batch: int = NOMINAL_BATCH) -> float:
+    """Weight decay per step for a step of ``batch_size * accumulate`` images instead of the nominal 64."""
+    return weight_decay * batch_size * accumulate_steps(batch_size, nominal_batch) / nominal_batch
+
+
+def parameter_groups(modules: Iterable[nn.Module]) -> tuple[list[nn.Parameter], ...]:
+    """``(biases, decayed weights, norm weights)`` over every parameter of ``modules``, each once."""
+    groups: tuple[list[nn.Parameter], ...] = ([], [], [])
+    seen: set[int] = set()
+    for root in modules:
+        for module in root.modules():
+            for name, param in module.named_parameters(recurse=False):
+                if id(param) in seen:
+                    continue
+                seen.add(id(param))
+                if name == "bias":
+                    groups[BIAS_GROUP].append(param)
+                elif name == "weight" and isinstance(module, _NORM_TYPES):
+                    groups[NORM_GROUP].append(param)
+                else:
+                    groups[DECAY_GROUP].append(param)
+    return groups
+
+
+def build_sgd(
+    modules: Iterable[nn.Module], *, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.SGD:
+    """Nesterov SGD over the three groups; ``weight_decay`` (already scaled) applies to group 1 only."""
+    biases, weights, norms = parameter_groups(modules)
+    return torch.optim.SGD(
+        [
+            {"params": biases, "weight_decay": 0.0},
+            {"params": weights, "weight_decay": weight_decay},
+            {"params": norms, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=momentum,
+        nesterov=True,
+    )
+
+
+def one_cycle(y1: float, y2: float, steps: int):
+    """Half a cosine from ``y1`` at x = 0 to ``y2`` at x = ``steps`` (YOLOv5's ``one_cycle``)."""
+    return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    lrs: tuple[float, float, float]  # per group: bias, decayed weights, norm weights
+    momentum: float
+    accumulate: int  # batches per optimiser step
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """lr, momentum and accumulation at each iteration. Epochs count from 0 here (YOLOv5's ``epoch``)."""
+
+    lr0: float
+    lrf: float
+    epochs: int
+    momentum: float
+    batch_size: int
+    warmup_iters: int
+    warmup_bias_lr: float
+    warmup_momentum: float
+
+    @classmethod
+    def from_config(cls, train_cfg, *, steps_per_epoch: int) -> Schedule:
+        """Warmup lasts ``warmup_epochs`` epochs. (YOLOv5 also forces at least 100 iterations; the config
+        says epochs, and on a short CPU run 100 iterations would be the whole run, so we do not.)"""
+        return cls(
+            lr0=train_cfg.lr0,
+            lrf=train_cfg.lrf,
+            epochs=train_cfg.epochs,
+            momentum=train_cfg.momentum,
+            batch_size=train_cfg.batch_size,
+            warmup_iters=round(train_cfg.warmup_epochs * steps_per_epoch),
+            warmup_bias_lr=train_cfg.warmup_bias_lr,
+            warmup_momentum=train_cfg.warmup_momentum,
+        )
+
+    def epoch_lr(self, epoch: int) -> float:
+        """lr of every group after warmup in 0-based ``epoch``: cosine from lr0 to lr0 * lrf."""
+        return self.lr0 * one_cycle(1.0, self.lrf, self.epochs)(epoch)
+
+    def at(self, iteration: int, epoch: int) -> StepSettings:
+        """Settings for global 0-based ``iteration``, which falls in 0-based ``epoch``."""
+        lr = self.epoch_lr(epoch)
+        full_accumulate = accumulate_steps(self.batch_size)
+        if self.warmup_iters <= 0 or iteration > self.warmup_iters:
+            return StepSettings((lr, lr, lr), self.momentum, full_accumulate)
+        span = [0, self.warmup_iters]
+        bias_lr = float(np.interp(iteration, span, [self.warmup_bias_lr, lr]))
+        weight_lr = float(np.interp(iteration, span, [0.0, lr]))
+        momentum = float(np.interp(iteration, span, [self.warmup_momentum, self.momentum]))
+        # np.round: half to even, like YOLOv5's ``np.interp(...).round()``.
+        accumulate = max(1, int(np.round(np.interp(iteration, span, [1, NOMINAL_BATCH / self.batch_size]))))
+        return StepSettings((bias_lr, weight_lr, weight_lr), momentum, accumulate)
+
+
+def apply_settings(optimizer: torch.optim.Optimizer, settings: StepSettings) -> None:
+    for group, lr in zip(optimizer.param_groups, settings.lrs, strict=True):
+        group["lr"] = lr
+        group["momentum"] = settings.momentum
