@@ -1,0 +1,127 @@
+"""``mssd train`` (one run, logged to MLflow) and ``mssd eval`` (metrics of a checkpoint).
+
+``mssd train CONFIG [--set K=V] [--workdir DIR] [--resume RUN_DIR] [--weights FILE]`` trains in
+``<workdir>/train/<config-stem>-<time>/`` (or continues ``RUN_DIR`` from its ``checkpoints/last.pt``),
+writes the resolved ``config.yaml`` there and logs params, per-epoch metrics (step = epoch), the best
+checkpoint and the config to MLflow (``sqlite:///<workdir>/mlflow.db`` unless ``tracking.uri`` or
+``MLFLOW_TRACKING_URI`` say otherwise). A progress bar on a terminal, one line per epoch otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from study.cli.common import add_config_arguments
+
+_SHOWN = ("loss/total", "loss/gt", "loss/distill", "loss/mask", "map", "ap50", "time/epoch")
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train one model from a config (logged to MLflow)")
+    add_config_arguments(train)
+    train.add_argument("--workdir", default="runs", help="root of run folders and the default MLflow store")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run folder from its last checkpoint")
+    train.add_argument("--weights", metavar="FILE", help="initial weights (a checkpoint or Ultralytics .pt)")
+    train.set_defaults(handler=_train)
+
+    ev = subparsers.add_parser("eval", help="evaluate a checkpoint on the config's val split")
+    add_config_arguments(ev)
+    ev.add_argument("--weights", metavar="FILE", required=True, help="checkpoint or weights file")
+    ev.set_defaults(handler=_eval)
+
+
+class _Progress:
+    """Per-step bar on a terminal (tqdm), one plain line per epoch otherwise."""
+
+    def __init__(self, epochs: int, steps: int, tty: bool) -> None:
+        self.epochs, self.steps, self.tty = epochs, steps, tty
+        self.bar: Any = None
+
+    def _bar(self, trainer: Any) -> Any:
+        if self.bar is None and self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{self.epochs}",
+                            leave=False, dynamic_ncols=True)
+        return self.bar
+
+    def after_step(self, trainer: Any, step: int, items: dict) -> None:
+        bar = self._bar(trainer)
+        if bar is not None:
+            bar.update(1)
+            loss = items.get("total", items.get("loss/total"))
+            if isinstance(loss, float):
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+    def after_epoch(self, trainer: Any, epoch: int, metrics: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        shown = "  ".join(f"{k} {metrics[k]:.4g}" for k in _SHOWN if isinstance(metrics.get(k), float))
+        print(f"epoch {epoch}/{self.epochs}  {shown}", flush=True)
+
+
+def _train(args) -> int:
+    from detectors.config import flatten_config
+    from detectors.trainer import fit
+    from study import tracking
+    from study.config import config_to_yaml, load_config, save_config
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            from detectors.errors import ConfigError
+
+            raise ConfigError(f"--resume {run_dir}: no checkpoints/last.pt there")
+    else:
+        run_dir = Path(args.workdir) / "train" / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = load_config(args.config, args.overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml", [f"resolved from {args.config} by `mssd train`"])
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, args.workdir)
+    print(tracking.check_tracking(uri), flush=True)
+    meta_path = run_dir / "run.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    logger = tracking.RunLogger(uri, cfg.tracking.experiment, run_name=run_dir.name, params=flatten_config(cfg),
+                                artifact_root=Path(args.workdir).resolve() / "mlartifacts",
+                                config_text=config_to_yaml(cfg), resume_run_id=meta.get("run_id") if args.resume else None,
+                                tags={"mssd.config": str(args.config)})
+    meta_path.write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": tracking.redact_uri(uri)}) + "\n")
+    print(f"run folder {run_dir}  MLflow run {logger.run_id}", flush=True)
+    progress = _Progress(cfg.train.epochs, 0, sys.stdout.isatty())
+    resume = run_dir / "checkpoints" / "last.pt" if args.resume else None
+    try:
+        metrics = fit(cfg, run_dir, callbacks=[progress, logger], resume=resume, weights=args.weights)
+    except KeyboardInterrupt:
+        logger.close("KILLED", "interrupted", timeout=30)
+        raise
+    except BaseException as exc:
+        logger.close("FAILED", f"{type(exc).__name__}: {exc}", timeout=60)
+        raise
+    logger.log_file(run_dir / "config.yaml")
+    left = logger.close("FINISHED")
+    if left:
+        print(f"mssd: {left} MLflow writes could not be made (store unreachable)", file=sys.stderr)
+    shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("map", "ap50", "ap75") if isinstance(metrics.get(k), float))
+    print(f"done: {shown}  best checkpoint {run_dir / 'checkpoints' / 'best.pt'}")
+    return 0
+
+
+def _eval(args) -> int:
+    from detectors.errors import ConfigError
+    from detectors.validate import evaluate_checkpoint
+    from study.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if not Path(args.weights).is_file():
+        raise ConfigError(f"--weights {args.weights}: no such file")
+    metrics = evaluate_checkpoint(cfg, args.weights)
+    width = max(map(len, metrics), default=6)
+    print(f"{'metric':<{width}}  value")
+    for key, value in metrics.items():
+        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    return 0

@@ -1,0 +1,119 @@
+"""Best-config export: the best trial(s) of a study, read from MLflow, as configs ``mssd train`` runs.
+
+``export_best_configs(workdir, study, out, top_k=1, epochs=None, overrides=())`` ranks the study's
+trials by its metric (``study.json``), taking trials that trained all their epochs (``completed``);
+only when none did are ASHA-stopped ones considered, and trials that failed, crashed or went
+non-finite are never chosen. Each config is the study's base config with the trial's searched values
+(read back from the trial's MLflow params), optionally ``train.epochs = epochs`` and ``--set``
+overrides; it is validated by the same loader ``mssd train`` uses, starts with provenance comments
+(study, trial, run id, metric value, store), and is logged to the parent run under ``export/``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from detectors.config import config_to_dict
+from detectors.errors import MSSDError
+from study import tracking
+from study.config import apply_overrides, load_config, parse_override, save_config
+
+META_FILE = "study.json"
+
+
+class ExportError(MSSDError):
+    """Nothing can be exported (no such study, no eligible trial)."""
+
+
+@dataclass(frozen=True)
+class ExportedConfig:
+    path: Path
+    trial_id: str
+    run_id: str
+    value: float
+
+
+def study_meta(workdir: str | Path, study: str) -> dict:
+    import json
+
+    path = Path(workdir).resolve() / study / META_FILE
+    if not path.is_file():
+        raise ExportError(f"no study {study!r} in {workdir} (expected {path}); see `ls {workdir}`")
+    return json.loads(path.read_text())
+
+
+def study_tracking_uri(workdir: str | Path, meta: dict) -> str:
+    """The store a study logged to: $MLFLOW_TRACKING_URI, else the one it recorded (secrets never are)."""
+    import os
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if meta.get("tracking_uri") and not meta.get("tracking_uri_has_secret"):
+        return meta["tracking_uri"]
+    return tracking.default_tracking_uri(workdir)
+
+
+def rank_trials(records: list[tracking.TrialRecord], metric: str, mode: str) -> list[tracking.TrialRecord]:
+    """Eligible trials, best first: completed ones; ASHA-stopped ones only when nothing completed."""
+    def ok(r: tracking.TrialRecord) -> bool:
+        return tracking.is_finite_number(r.metrics.get(metric))
+
+    pool = [r for r in records if r.status == "completed" and ok(r)]
+    if not pool:
+        pool = [r for r in records if r.status == "early_stopped" and ok(r)]
+    return sorted(pool, key=lambda r: r.metrics[metric], reverse=(mode == "max"))
+
+
+def _param_value(text: str):
+    return yaml.safe_load(text)
+
+
+def export_best_configs(workdir: str | Path, study: str, out: str | Path, *, top_k: int = 1,
+                        epochs: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> list[ExportedConfig]:
+    if top_k < 1:
+        raise ExportError(f"--top-k: expected at least 1, got {top_k}")
+    if epochs is not None and epochs < 1:
+        raise ExportError(f"--epochs: expected at least 1, got {epochs}")
+    meta = study_meta(workdir, study)
+    folder = Path(workdir).resolve() / study
+    uri = study_tracking_uri(workdir, meta)
+    tracking.check_tracking(uri)
+    metric, mode = meta["metric"], meta["mode"]
+    ranked = rank_trials(tracking.study_trials(uri, study), metric, mode)
+    if not ranked:
+        raise ExportError(f"study {study!r} has no finished trial with a finite {metric} to export")
+    base = load_config(folder / "base-config.yaml")
+    out = Path(out)
+    chosen = ranked[:top_k]
+    exported = []
+    for rank, record in enumerate(chosen, start=1):
+        data = config_to_dict(base)
+        values = {key: _param_value(record.params[key]) for key in record.searched if key in record.params}
+        apply_overrides(data, values)
+        if epochs is not None:
+            apply_overrides(data, {"train.epochs": epochs})
+        apply_overrides(data, dict(map(parse_override, overrides)))
+        path = out if len(chosen) == 1 else out.with_name(f"{out.stem}-{rank}{out.suffix or '.yaml'}")
+        header = [
+            f"Exported by `mssd export` from study {study!r} on {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
+            f"rank {rank} of {len(ranked)} eligible trials by {metric} ({mode}): "
+            f"trial {record.trial_id}, {metric} = {record.metrics[metric]:.6g} ({record.status})",
+            f"MLflow run {record.run_id} in {tracking.redact_uri(uri)}",
+            "searched: " + (", ".join(f"{k}={values[k]!r}" for k in values) or "(none)"),
+        ]
+        if epochs is not None:
+            header.append(f"train.epochs set to {epochs} (the sweep ran {base.train.epochs})")
+        from detectors.config import parse_config
+
+        cfg = parse_config(data)
+        save_config(cfg, path, header)
+        load_config(path)  # what `mssd train` will do: must pass unchanged
+        value = record.metrics[metric]
+        exported.append(ExportedConfig(path, record.trial_id, record.run_id, value if math.isfinite(value) else 0.0))
+    tracking.log_parent_artifacts(uri, study, [e.path for e in exported], "export")
+    return exported
