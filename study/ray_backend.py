@@ -220,6 +220,12 @@ def _check_client_mode(address: str, uri: str, storage: str | None) -> None:
         raise StudyError(f"--address {address}: with Ray Client the head node writes the trials and checkpoints, "
                          "so a path on this machine cannot hold them; pass --storage s3://... or "
                          "file:///a/mount/seen/at/that/path/by/this/machine/and/every/node")
+    if storage.startswith("file://"):
+        path = Path(storage[len("file://"):])
+        if not (path.is_dir() or path.parent.is_dir()):
+            raise StudyError(f"--address {address}: --storage {storage} is not mounted on this machine ({path} "
+                             "does not exist here); with Ray Client a file:// storage must be a mount that this "
+                             "machine and every node see at the same path; else pass --storage s3://...")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,6 +612,10 @@ def _init_ray(address: str | None) -> None:
             ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _is_client_address(address) and line.startswith("Initialization failure from server"):
+            line = ("the head's Ray Client server could not start a server for this client in time (see "
+                    "ray_client_server*.log on the head; a busy head may need a larger "
+                    "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S, default 30 s, in its environment)")
         raise StudyError(f"cannot join the Ray cluster at {address or 'local'}: {line}") from None
 
 
@@ -837,7 +847,10 @@ def _optuna_storage(options: StudyOptions, folder: Path, storage: str, client_mo
 
         _, path = pafs.FileSystem.from_uri(storage)
         shared = Path(path) / options.name
-        shared.mkdir(parents=True, exist_ok=True)
+        try:
+            shared.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyError(f"--storage {storage}: cannot create {shared} on this machine ({exc.strerror})") from None
         return optuna.storages.RDBStorage(f"sqlite:///{shared / 'optuna.db'}")
     print(f"mssd: the Optuna study is kept in memory on the Ray head ({storage} cannot hold a SQLite file)",
           flush=True)

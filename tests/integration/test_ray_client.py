@@ -6,6 +6,7 @@ runtime_env: the head itself is started without any MLFLOW_* variable), and MLfl
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from dataclasses import dataclass, field
 
@@ -24,7 +25,15 @@ class ClientHead(RayCluster):
     """A single Ray head (two CPUs, token auth) whose Ray Client server listens on a free port."""
 
     cpus_per_node: int = 2
+    # Not the session cluster's 127.0.0.x: two heads on one address collide (their Ray Client servers
+    # start per-client servers on the same port range), also across test runs that overlap.
+    head_ip: str = field(default_factory=lambda: f"127.0.{random.randint(1, 254)}.{random.randint(2, 254)}")
     client_port: int = field(default_factory=free_port)
+
+    def client_env(self) -> dict[str, str]:
+        # The head's Ray Client server gives each client's server process 30 s to come up; on a loaded
+        # two-core CI machine that is not always enough ("Initialization failure from server").
+        return super().client_env() | {"RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180"}
 
     @property
     def client_address(self) -> str:
