@@ -68,13 +68,13 @@ def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
     return lines
 
 
-def read_yaml(path: str | Path) -> tuple[dict, dict[str, int]]:
-    """A YAML mapping and the line of each key path. Errors name the file (and line)."""
+def read_yaml(path: str | Path, kind: str = "config file") -> tuple[dict, dict[str, int]]:
+    """A YAML mapping and the line of each key path. Errors name the file (and line) and its ``kind``."""
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such {kind}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
@@ -87,7 +87,7 @@ def read_yaml(path: str | Path) -> tuple[dict, dict[str, int]]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level of this {kind}")
     return data, _key_lines(node) if node is not None else {}
 
 

@@ -159,7 +159,7 @@ def _check_against_schema(param: Param, where: str) -> None:
 def load_search_space(path: str | Path) -> SearchSpace:
     """Read and validate a search space file; errors are one line ``FILE:LINE: key: what is wrong``."""
     path = Path(path)
-    data, lines = read_yaml(path)
+    data, lines = read_yaml(path, kind="search space file")
     if "params" not in data:
         raise ConfigError(f"{path}: expected a top-level 'params' mapping of config key paths")
     extra = set(data) - {"params", "description"}
