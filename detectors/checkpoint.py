@@ -26,7 +26,9 @@ FORMAT_VERSION = 1
 LAST, BEST = "last.pt", "best.pt"
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(binary_file)`` on a temporary file and rename it over ``path``: readers see the old
+    content or the new, never a partial file, even if the process dies mid-write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -59,7 +61,7 @@ def _fsync_dir(folder: Path) -> None:
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically: afterwards the file is complete, or unchanged."""
     path = Path(path)
-    _write_atomic(path, lambda f: torch.save({"format": FORMAT, "version": FORMAT_VERSION, **state}, f))
+    write_atomic(path, lambda f: torch.save({"format": FORMAT, "version": FORMAT_VERSION, **state}, f))
     return path
 
 
@@ -71,7 +73,7 @@ def copy_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Pat
         with open(source, "rb") as src:
             shutil.copyfileobj(src, f)
 
-    _write_atomic(target, write)
+    write_atomic(target, write)
     return target
 
 

@@ -6,14 +6,13 @@ only adds what a user of files and command lines needs.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from detectors.checkpoint import write_atomic
 from detectors.config import RunConfig, config_to_dict, parse_config
 from detectors.errors import ConfigError
 
@@ -125,19 +124,8 @@ def config_to_yaml(cfg: RunConfig, header: list[str] | None = None) -> str:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a file so that readers see the old content or the new, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a text file so that readers see the old content or the new, never a partial one."""
+    write_atomic(Path(path), lambda handle: handle.write(text.encode()))
 
 
 def save_config(cfg: RunConfig, path: str | Path, header: list[str] | None = None) -> None:
