@@ -67,7 +67,7 @@ def register(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="the embedded demo: a small real sweep, export, report")
     demo.add_argument("--workdir", default="runs", metavar="DIR")
     demo.add_argument("--samples", type=int, default=8)
-    demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument("--epochs", type=int, default=5)
     demo.set_defaults(handler=_demo)
 
 
