@@ -605,18 +605,30 @@ def _init_ray(address: str | None) -> None:
         # INFO lines a client user cannot act on ("Passing the following kwargs...", "legacy output").
         for name in ("ray.client_builder", "ray.tune.tuner"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if _is_client_address(address) and line.startswith("Initialization failure from server"):
-            line = ("the head's Ray Client server could not start a server for this client in time (see "
-                    "ray_client_server*.log on the head; a busy head may need a larger "
-                    "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S, default 30 s, in its environment)")
-        raise StudyError(f"cannot join the Ray cluster at {address or 'local'}: {line}") from None
+    # A busy head's Ray Client proxy sometimes fails to start the per-client server on the first try
+    # (seen on a loaded 2-core machine); one more attempt usually gets it. Other errors are final.
+    attempts = 2 if _is_client_address(address) else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(**kwargs)
+            return
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            start_failed = _is_client_address(address) and line.startswith("Initialization failure from server")
+            if not (start_failed and attempt < attempts):
+                break
+            print("mssd: the head's Ray Client server did not start a server for this client; trying once more",
+                  file=sys.stderr)
+            ray.shutdown()  # drop the half-made client connection before the next attempt
+            time.sleep(5)
+    if start_failed:
+        line = ("the head's Ray Client server could not start a server for this client in time (see "
+                "ray_client_server*.log on the head; a busy head may need a larger "
+                "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S, default 30 s, in its environment)")
+    raise StudyError(f"cannot join the Ray cluster at {address or 'local'}: {line}") from None
 
 
 def start_local_ray(num_cpus: int) -> str:

@@ -77,6 +77,16 @@ class Sweep:
             out[path.parent.name.removeprefix("trial_")] = lines
         return out
 
+    def tracked_trial_ids(self) -> set[str]:
+        """The trials in the driver's last saved experiment state: the study as Tune (and a resume) sees it.
+        A trial started in the seconds before a driver was killed may have a folder but no entry here."""
+        states = sorted(self.experiment_dir.glob("experiment_state-*.json"))
+        if not states:
+            return set()
+        state = json.loads(states[-1].read_text())
+        found = (re.search(r'"trial_id":\s*"([^"]+)"', str(trial_json)) for trial_json, _ in state.get("trial_data", []))
+        return {match.group(1) for match in found if match}
+
     def checkpoints(self, trial_id: str) -> list[Path]:
         return sorted((self.experiment_dir / f"trial_{trial_id}").glob("checkpoint_*"))
 
