@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from detectors.checkpoint import write_atomic
+from detectors.atomic_write import write_atomic
 from detectors.config import RunConfig, config_to_dict, parse_config
 from detectors.errors import ConfigError
 
