@@ -34,7 +34,7 @@ from torch import nn
 from detectors import build_detector
 from detectors.config import LossesConfig, MADConfig, MSSDConfig
 from detectors.distillation import build_distillation
-from detectors.schedule import build_sgd
+from detectors.engine.schedule import build_sgd
 from detectors.yolov5.loss import YOLOv5Loss
 
 # Jia et al. 2024, Table 2: parameters (M) added over the baseline by +MAD and +MSSD alone.

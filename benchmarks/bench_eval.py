@@ -1,4 +1,4 @@
-"""COCO-style evaluation time for N images (default 1000) through ``detectors.evaluation.evaluate``.
+"""COCO-style evaluation time for N images (default 1000) through ``detectors.engine.evaluation.evaluate``.
 
     .venv/bin/python benchmarks/bench_eval.py [--images 1000] [--dets 20 100]
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from detectors.data.sample import Sample
 from detectors.data.synthetic import CLASSES, render_scene
-from detectors.evaluation import Detections, evaluate
+from detectors.engine.evaluation import Detections, evaluate
 
 
 def _ground_truth(images: int, width: int, height: int) -> list[Sample]:

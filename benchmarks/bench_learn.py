@@ -3,7 +3,7 @@
     flock /tmp/mssd-bench.lock .venv/bin/python benchmarks/bench_learn.py            # 15 min, 2 threads
     .venv/bin/python benchmarks/bench_learn.py --minutes 3 --epochs 10 --images 60      # a quick look
 
-The run is ``detectors.trainer.fit`` itself (checkpoints, EMA evaluation every epoch, the whole loop),
+The run is ``detectors.engine.trainer.fit`` itself (checkpoints, EMA evaluation every epoch, the whole loop),
 with a callback that stops it once the next epoch would pass the time budget. The target is AP50 on the
 val split (EMA weights); the script prints one line per epoch and a summary with the first time the
 target was reached, and writes ``result.json`` into the work folder. MSSD and MAD are on (the product's
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from detectors.config import parse_config
-from detectors.trainer import fit
+from detectors.engine.trainer import fit
 
 
 class Budget:

@@ -1,4 +1,4 @@
-"""Batched vectorised NMS (``detectors.nms.non_max_suppression``) against the plain greedy loop.
+"""Batched vectorised NMS (``detectors.ops.nms.non_max_suppression``) against the plain greedy loop.
 
     .venv/bin/python benchmarks/bench_nms.py [--batch 8] [--img 640] [--classes 3] [--repeats 5] [--threads 1]
 
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from detectors.nms import non_max_suppression, non_max_suppression_reference
+from detectors.ops.nms import non_max_suppression, non_max_suppression_reference
 
 
 def synthetic_prediction(batch: int, img: int, nc: int, seed: int = 0) -> torch.Tensor:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_train_step.py --distillation        # + MSSD and MAD terms (eq 7)
     .venv/bin/python benchmarks/bench_train_step.py --models yolov5n --profile   # top ops by CPU time
 
-The step is the trainer's (``detectors.trainer.Trainer.train_step`` + ``optimizer_step`` pieces):
+The step is the trainer's (``detectors.engine.trainer.Trainer.train_step`` + ``optimizer_step`` pieces):
 the same loss, optimizer groups and gradient clipping, on fixed random images with 6 random boxes
 each, so the figure is comparable with Ultralytics' ``train.py`` step at the same settings (where EMA
 and the optimizer step run once per 64 images; here the optimizer steps every batch, the worst case).
@@ -24,8 +24,8 @@ import torch
 from detectors import build_detector
 from detectors.config import LossesConfig, MADConfig, MSSDConfig
 from detectors.distillation import build_distillation
-from detectors.ema import ModelEMA
-from detectors.schedule import build_sgd
+from detectors.engine.ema import ModelEMA
+from detectors.engine.schedule import build_sgd
 from detectors.yolov5.loss import YOLOv5Loss
 
 

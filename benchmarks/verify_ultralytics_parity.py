@@ -46,7 +46,7 @@ import yaml
 
 from detectors import build_detector
 from detectors.config import GtLossConfig
-from detectors.schedule import build_sgd
+from detectors.engine.schedule import build_sgd
 from detectors.yolov5.loss import YOLOv5Loss
 
 # Imports of their package we never exercise; stubbed only when not installed.

@@ -172,7 +172,7 @@ class _EpochLogger:
 
 def _run_local(cfg: RunConfig, name: str, folder: Path, uri: str, seeds: list[int], space_text: str,
                workdir: str) -> None:
-    from detectors.trainer import fit
+    from detectors.engine.trainer import fit
 
     if (folder / "ablation").exists():
         raise ConfigError(f"--name: ablation {name!r} already exists in {folder}; pass another --name")

@@ -7,7 +7,7 @@
 2. starts or joins Ray (``--address auto|ray://...``); refuses a multi-host cluster whose storage is a
    plain local path (a ``file://`` URI declares a mount that every node sees; ``s3://`` etc. work too);
 3. builds a ``Tuner`` (or ``Tuner.restore`` with ``--resume``): the function trainable ``_train_trial``
-   runs ``detectors.trainer.fit`` and, after every epoch, ``tune.report``s the metrics with a
+   runs ``detectors.engine.trainer.fit`` and, after every epoch, ``tune.report``s the metrics with a
    checkpoint (``last.pt`` + ``best.pt``); on start it resumes from ``tune.get_checkpoint()``;
 4. sampled spaces use ``OptunaSearch`` (TPE, multivariate, seeded; study kept in
    ``<study>/optuna.db``); grid spaces use ``tune.grid_search`` (every point, ``--samples`` times);
@@ -289,7 +289,7 @@ def _restore_checkpoint(latest: Any, local: Path) -> int | None:
 
     A truncated or missing ``last.pt`` (e.g. a node lost mid-upload) must not fail every retry: such a
     checkpoint is skipped for the previous complete one."""
-    from detectors.checkpoint import load_checkpoint
+    from detectors.engine.checkpoint import load_checkpoint
 
     local.mkdir(parents=True, exist_ok=True)
     for candidate in _checkpoint_candidates(latest):
@@ -333,7 +333,7 @@ def _train_trial(config: dict[str, Any], *, base: dict, metric: str, mode: str, 
 
 
 def _fit_trial(cfg: Any, workdir: Path, *, metric: str, mode: str, fault: str | None, marker_dir: str) -> None:
-    from detectors.trainer import fit
+    from detectors.engine.trainer import fit
 
     resume, start_epoch = None, 1
     checkpoint = tune.get_checkpoint()

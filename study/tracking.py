@@ -25,7 +25,7 @@ Public API (also for ``mssd ablate``):
   back-off for up to 30 s), ``redact_uri(uri)``, ``is_http_uri(uri)``, ``store_has_run(uri, run_id)``.
 - ``StudyTracker``: ``start()``, ``trial_started``, ``trial_epoch``, ``trial_finished``,
   ``retire_trials``, ``study_finished``, ``flush``; used by the driver-side Tune callback in ``study.ray_backend``.
-- ``RunLogger``: a ``detectors.trainer.fit`` callback for single runs (``mssd train``).
+- ``RunLogger``: a ``detectors.engine.trainer.fit`` callback for single runs (``mssd train``).
 - Queries: ``study_trials``, ``metric_history``, ``log_parent_artifacts``.
 - ``ui_command(uri, port)``: the ``mlflow ui`` command line for a store.
 """

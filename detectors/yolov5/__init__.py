@@ -7,7 +7,7 @@ What exists:
   ``forward(images) -> DetectorOutput(head_maps, teachers, students)`` in any mode (head maps
   ``(B, 3, H, W, 5 + nc)``; neck taps keyed by stride, pairing in ``model.DEFAULT_TEACHER_LAYERS``);
   ``inference_raw(images) -> (B, N, 5 + nc)`` decoded like their eval-mode ``Detect``;
-  ``predict(images, conf, iou, max_det)`` adds NMS (``detectors.nms``). ``model.strides``,
+  ``predict(images, conf, iou, max_det)`` adds NMS (``detectors.ops.nms``). ``model.strides``,
   ``model.tap_channels``, ``model.detect`` (the ``Detect`` head: ``anchors`` in grid units, ``stride``,
   ``na``, ``nc``, ``nl``) are what the loss needs.
 - ``blocks.py`` (Conv, Bottleneck, C3, SPPF, Concat), ``head.py`` (Detect and its decoding).

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from detectors.nms import non_max_suppression
+from detectors.ops.nms import non_max_suppression
 from detectors.yolov5.blocks import C3, SPPF, Concat, Conv, make_divisible
 from detectors.yolov5.head import DEFAULT_ANCHORS, Detect
 

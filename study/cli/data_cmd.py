@@ -105,7 +105,7 @@ def _stats(args) -> int:
 def _evaluate(args) -> int:
     from detectors.data.kitti import read_kitti
     from detectors.data.kitti_results import read_kitti_detections
-    from detectors.evaluation import evaluate, format_metrics
+    from detectors.engine.evaluation import evaluate, format_metrics
 
     classes = _classes(args.classes)
     samples = read_kitti(args.gt, args.split, classes)

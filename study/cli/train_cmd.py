@@ -67,7 +67,7 @@ class _Progress:
 
 def _train(args) -> int:
     from detectors.config import flatten_config
-    from detectors.trainer import fit
+    from detectors.engine.trainer import fit
     from study import tracking
     from study.config import config_to_yaml, load_config, save_config
 
@@ -112,8 +112,8 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+    from detectors.engine.validate import evaluate_checkpoint
     from detectors.errors import ConfigError
-    from detectors.validate import evaluate_checkpoint
     from study.config import load_config
 
     cfg = load_config(args.config, args.overrides)

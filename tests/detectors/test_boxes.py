@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from detectors.boxes import bbox_iou, box_iou, xywh_to_xyxy, xyxy_to_xywh
+from detectors.ops.boxes import bbox_iou, box_iou, xywh_to_xyxy, xyxy_to_xywh
 
 
 def test_xywh_and_xyxy_convert_both_ways():

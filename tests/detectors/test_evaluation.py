@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from detectors.data.sample import Sample
-from detectors.evaluation import METRIC_KEYS, Detections, evaluate, format_metrics
+from detectors.engine.evaluation import METRIC_KEYS, Detections, evaluate, format_metrics
 
 CLASSES = ["Car", "Pedestrian"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detectors.nms import non_max_suppression, non_max_suppression_reference
+from detectors.ops.nms import non_max_suppression, non_max_suppression_reference
 
 
 def prediction(rows: list[list[float]], nc: int) -> torch.Tensor:

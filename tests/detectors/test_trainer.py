@@ -14,13 +14,19 @@ import pytest
 import torch
 from torch import nn
 
-from detectors.checkpoint import load_checkpoint, save_checkpoint
 from detectors.config import parse_config
-from detectors.ema import ModelEMA
+from detectors.engine.checkpoint import load_checkpoint, save_checkpoint
+from detectors.engine.ema import ModelEMA
+from detectors.engine.schedule import (
+    Schedule,
+    accumulate_steps,
+    build_sgd,
+    parameter_groups,
+    scaled_weight_decay,
+)
+from detectors.engine.trainer import Trainer, fit
+from detectors.engine.validate import evaluate_checkpoint, fitness, resolve_device
 from detectors.errors import ConfigError, MSSDError, NonFiniteLossError
-from detectors.schedule import Schedule, accumulate_steps, build_sgd, parameter_groups, scaled_weight_decay
-from detectors.trainer import Trainer, fit
-from detectors.validate import evaluate_checkpoint, fitness, resolve_device
 from detectors.yolov5.loss import YOLOv5Loss
 
 METRIC_NAMES = {
@@ -173,7 +179,7 @@ def test_a_checkpoint_write_that_dies_midway_leaves_the_old_file(tmp_path, monke
         f.write(b"PK\x03\x04 half a checkpoint")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("detectors.checkpoint.torch.save", dying_save)
+    monkeypatch.setattr("detectors.engine.checkpoint.torch.save", dying_save)
     with pytest.raises(OSError, match="No space"):
         save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, target)
     assert load_checkpoint(target)["epoch"] == 1
@@ -193,7 +199,7 @@ def test_loading_a_foreign_or_broken_file_says_so(tmp_path):
 
 def test_initial_weights_from_a_checkpoint_are_its_ema_weights(tmp_path):
     from detectors import build_detector
-    from detectors.validate import load_model_weights
+    from detectors.engine.validate import load_model_weights
 
     torch.manual_seed(1)
     trained, ema = build_detector("yolov5n", num_classes=3), build_detector("yolov5n", num_classes=3)
@@ -301,7 +307,7 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(data_root, tm
             raise KeyboardInterrupt  # the process is being killed mid-write
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr("detectors.checkpoint.torch.save", save_then_die_on_the_second)
+    monkeypatch.setattr("detectors.engine.checkpoint.torch.save", save_then_die_on_the_second)
     with pytest.raises(KeyboardInterrupt):
         fit(tiny_config(data_root, eval_interval=2), tmp_path)
     folder = tmp_path / "checkpoints"
@@ -320,7 +326,7 @@ def test_a_non_finite_loss_stops_at_once_naming_epoch_step_and_term(data_root, t
                 total, items["obj"] = total * math.nan, items["obj"] * math.nan
             return total, items
 
-    monkeypatch.setattr("detectors.trainer.YOLOv5Loss", PoisonedLoss)
+    monkeypatch.setattr("detectors.engine.trainer.YOLOv5Loss", PoisonedLoss)
     rec = Recorder()
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: loss/obj = nan"):
         fit(tiny_config(data_root), tmp_path, callbacks=[rec])

@@ -51,7 +51,7 @@ def test_a_truncated_latest_checkpoint_restores_from_the_previous_complete_one(t
 
     import torch
 
-    from detectors.checkpoint import save_checkpoint
+    from detectors.engine.checkpoint import save_checkpoint
     from study import ray_backend
 
     trial = tmp_path / "trial_x"

@@ -3,7 +3,7 @@
 One epoch = the train loader once (capped at ``train.max_steps_per_epoch``), then, every
 ``eval_interval`` epochs and at the last, COCO-style evaluation of the EMA weights on the val split,
 then ``workdir/checkpoints/last.pt`` (and ``best.pt`` when the fitness improved), then the
-``after_epoch`` callbacks. YOLOv5 v7.0's recipe throughout (``detectors.schedule``, ``detectors.ema``):
+``after_epoch`` callbacks. YOLOv5 v7.0's recipe throughout (``detectors.engine.schedule``, ``detectors.engine.ema``):
 three SGD groups, warmup, cosine lr, nominal batch 64, EMA, AMP and channels_last on CUDA.
 
 Each step backpropagates eq 7 in YOLOv5's batch convention,
@@ -35,7 +35,10 @@ import torch
 from torch import nn
 
 from detectors import build_detector
-from detectors.checkpoint import (
+from detectors.config import RunConfig, config_to_dict, flatten_config
+from detectors.data import build_dataloader, load_samples
+from detectors.distillation import TERMS, build_distillation
+from detectors.engine.checkpoint import (
     BEST,
     LAST,
     copy_checkpoint,
@@ -45,13 +48,10 @@ from detectors.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from detectors.config import RunConfig, config_to_dict, flatten_config
-from detectors.data import build_dataloader, load_samples
-from detectors.distillation import TERMS, build_distillation
-from detectors.ema import ModelEMA
+from detectors.engine.ema import ModelEMA
+from detectors.engine.schedule import DECAY_GROUP, Schedule, apply_settings, build_sgd, scaled_weight_decay
+from detectors.engine.validate import eval_loader, fitness, load_model_weights, resolve_device, validate
 from detectors.errors import ConfigError, NonFiniteLossError
-from detectors.schedule import DECAY_GROUP, Schedule, apply_settings, build_sgd, scaled_weight_decay
-from detectors.validate import eval_loader, fitness, load_model_weights, resolve_device, validate
 from detectors.yolov5.loss import YOLOv5Loss
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from detectors.boxes import xywh_to_xyxy
+from detectors.ops.boxes import xywh_to_xyxy
 
 Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (K, 4) xyxy, scores (K,), classes (K,)
 

@@ -47,7 +47,7 @@ def predict_batches(
     amp: bool = False, channels_last: bool = False,
 ) -> dict[int, Any]:
     """``{image_id: Detections}`` in original-image pixels for every image of ``batches``."""
-    from detectors.evaluation import Detections
+    from detectors.engine.evaluation import Detections
 
     was_training = model.training
     model.eval()
@@ -85,7 +85,7 @@ def validate(
     amp: bool = False, channels_last: bool = False,
 ) -> dict[str, float]:
     """COCO-style metrics of ``model`` on ``samples`` (``loader`` yields their batches, unaugmented)."""
-    from detectors.evaluation import evaluate
+    from detectors.engine.evaluation import evaluate
 
     predictions = predict_batches(
         model, loader, conf=cfg.eval.conf, iou=cfg.eval.iou, max_det=cfg.eval.max_det, device=device,
@@ -105,7 +105,7 @@ def eval_loader(cfg: RunConfig, samples: list, *, pin_memory: bool = False):
 def load_model_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load weights into ``model``: one of our checkpoints (its EMA weights when it has them, as YOLOv5
     does), or anything ``detectors.yolov5.weights.load_weights`` reads (state dicts, official ``.pt``)."""
-    from detectors.checkpoint import check_checkpoint, is_checkpoint
+    from detectors.engine.checkpoint import check_checkpoint, is_checkpoint
     from detectors.errors import MSSDError
 
     path = Path(path)

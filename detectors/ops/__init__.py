@@ -1,0 +1,1 @@
+"""Box and detection operators shared by every family: IoU variants, NMS."""
