@@ -1,152 +1,28 @@
 """Load YOLOv5 weights: a plain state dict, a checkpoint dict holding one, or an official Ultralytics ``.pt``.
 
-``load_weights(model, path)`` reads the file without running foreign code (``torch.load(weights_only=True)``
-first; official checkpoints, which pickle whole modules, go through ``checkpoint_pickle``'s restricted
-unpickler instead), extracts a float state dict (``ema`` preferred over ``model``, as Ultralytics'
-``attempt_load`` does) and copies every tensor whose key and shape match. Only the head's final convs
-(``model.24.m.*``, sized by the class count) may differ: they are skipped and reported. Any other
-mismatch means the file is for another model size and is an error naming the file and the key.
+``load_weights(model, path)`` reads the file with ``detectors.weights`` (never running its code; official
+checkpoints, which pickle whole modules, go through the restricted unpickler), takes the ``ema`` entry
+over ``model`` as Ultralytics' ``attempt_load`` does, and copies every tensor whose key and shape match.
+Only the head's final convs (``model.24.m.*``, sized by the class count) may differ: they are skipped and
+reported. Any other mismatch means the file is for another model size and is an error naming the file
+and the key.
 """
 
 from __future__ import annotations
 
-import pickle
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import torch
 from torch import nn
 
-from detectors.errors import MSSDError
-from detectors.yolov5 import checkpoint_pickle
-from detectors.yolov5.checkpoint_pickle import Placeholder, RefusedGlobal
+from detectors.weights import LoadReport, WeightsError, load_matching, read_state_dict
+
+__all__ = ["HEAD_OUTPUT_KEY", "LoadReport", "WeightsError", "load_weights", "read_state_dict"]
 
 # The class-count-dependent tensors: Detect's output convs, (na * (5 + nc), C, 1, 1) and (na * (5 + nc),).
 HEAD_OUTPUT_KEY = re.compile(r"^model\.\d+\.m\.\d+\.(weight|bias)$")
 
 
-class WeightsError(MSSDError):
-    """A weights file cannot be read or does not fit the model; the message names the file."""
-
-
-@dataclass
-class LoadReport:
-    path: str
-    source: str  # "state_dict", "checkpoint" (dict holding a state dict) or "ultralytics" (pickled model)
-    loaded: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # shape differs: head convs on a class-count change
-    unexpected: list[str] = field(default_factory=list)  # in the file, not in the model (ignored)
-    class_names: list[str] | None = None  # Ultralytics' model.names when present
-
-    def summary(self) -> str:
-        lines = [f"{self.path} ({self.source}): loaded {len(self.loaded)} tensors, skipped {len(self.skipped)}"]
-        if self.skipped:
-            lines.append("  skipped (class count differs): " + ", ".join(self.skipped))
-        if self.unexpected:
-            lines.append("  ignored (not in this model): " + ", ".join(self.unexpected))
-        return "\n".join(lines)
-
-
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str, list[str] | None]:
-    """(float state dict, source kind, class names or None) from a weights file, never running its code."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        obj = _load_restricted(path)  # pickled modules (official checkpoints) need placeholders
-    except Exception as exc:  # zip/EOF errors: not a torch file at all
-        raise WeightsError(f"{path}: not a PyTorch weights file ({type(exc).__name__}: {exc})") from exc
-    return _extract(obj, path)
-
-
-def _load_restricted(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", pickle_module=checkpoint_pickle, weights_only=False)
-    except RefusedGlobal as exc:
-        raise WeightsError(
-            f"{path}: refused to load: the pickle calls {exc.global_name}, which is not a tensor, a torch.nn "
-            "module or a YOLOv5 class (the file may be malicious)"
-        ) from exc
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    )
-
-
-def _extract(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str, list[str] | None]:
-    if _is_state_dict(obj):
-        return _as_float(obj), "state_dict", None
-    if isinstance(obj, Mapping):
-        for key in ("ema", "model", "state_dict"):
-            inner = obj.get(key)
-            if isinstance(inner, Placeholder):
-                names = getattr(inner, "names", None)
-                names = list(names.values()) if isinstance(names, Mapping) else names
-                return _as_float(module_state_dict(inner)), "ultralytics", names
-            if _is_state_dict(inner):
-                return _as_float(inner), "checkpoint", None
-    raise WeightsError(
-        f"{path}: expected a state dict, a checkpoint with an 'ema'/'model' state dict, or an Ultralytics "
-        f"checkpoint; got {type(obj).__name__}"
-        + (f" with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else "")
-    )
-
-
-def module_state_dict(module: Placeholder, prefix: str = "") -> dict[str, torch.Tensor]:
-    """What ``nn.Module.state_dict()`` would return, read from a placeholder's pickled ``__dict__``."""
-    out: dict[str, torch.Tensor] = {}
-    non_persistent = module.__dict__.get("_non_persistent_buffers_set") or set()
-    for name, p in (module.__dict__.get("_parameters") or {}).items():
-        if p is not None:
-            out[prefix + name] = p
-    for name, b in (module.__dict__.get("_buffers") or {}).items():
-        if b is not None and name not in non_persistent:
-            out[prefix + name] = b
-    for name, child in (module.__dict__.get("_modules") or {}).items():
-        if isinstance(child, Placeholder):
-            out.update(module_state_dict(child, f"{prefix}{name}."))
-    return out
-
-
-def _as_float(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # Official checkpoints are saved in half precision; integer buffers (num_batches_tracked) stay as they are.
-    return {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in sd.items()}
-
-
 def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     """Copy the weights of ``path`` into ``model``; the head's output convs are skipped if nc differs."""
-    state, source, names = read_state_dict(path)
-    report = LoadReport(str(path), source, class_names=names)
-    target = model.state_dict()
-    missing = [k for k in target if k not in state]
-    if missing:
-        raise WeightsError(
-            f"{path}: {len(missing)} tensors of this model are missing from the file, first {missing[0]!r}; "
-            "expected weights of the same YOLOv5 size"
-        )
-    to_load: dict[str, torch.Tensor] = {}
-    for key, tensor in target.items():
-        src = state[key]
-        if src.shape == tensor.shape:
-            to_load[key] = src
-            report.loaded.append(key)
-        elif HEAD_OUTPUT_KEY.match(key):
-            report.skipped.append(key)
-        else:
-            raise WeightsError(
-                f"{path}: {key} has shape {tuple(src.shape)} in the file, expected {tuple(tensor.shape)}: "
-                "weights of another model size?"
-            )
-    report.unexpected = [k for k in state if k not in target]
-    # Skipped keys keep the model's own (freshly initialised) values.
-    model.load_state_dict({**target, **to_load}, strict=True)
-    return report
+    return load_matching(model, path, class_dependent=HEAD_OUTPUT_KEY, expected="weights of the same YOLOv5 size")

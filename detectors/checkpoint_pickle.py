@@ -1,9 +1,10 @@
-"""A restricted unpickler for official Ultralytics YOLOv5 checkpoints (``yolov5s.pt``).
+"""A restricted unpickler for the official checkpoints users already have, whatever the family.
 
-Their ``.pt`` files pickle whole objects: ``models.yolo.DetectionModel`` holding ``models.common.Conv``,
-``torch.nn.Conv2d`` ... Unpickling them normally imports and runs their code (and a hostile file can run
-anything). Here every global the pickle names goes through ``RestrictedUnpickler.find_class``, which
-returns only:
+Some checkpoints pickle whole objects: Ultralytics' YOLOv5 ``.pt`` holds ``models.yolo.DetectionModel``
+with ``models.common.Conv``, ``torch.nn.Conv2d`` ...; others (Megvii's YOLOX ``.pth``) hold a state dict
+beside training records that may include numpy scalars. Unpickling them normally imports and runs their
+code (and a hostile file can run anything). Here every global the pickle names goes through
+``RestrictedUnpickler.find_class``, which returns only:
 
 - torch's own tensor rebuild functions and a few inert builtins (``OrderedDict``, ``set``, ...);
 - for classes of their code (``models.*``) and of ``torch.nn.modules.*``: an inert ``Placeholder``
@@ -13,7 +14,8 @@ returns only:
 
 Anything else (``os.system``, ``builtins.eval``, ``subprocess.Popen``, ...) raises ``RefusedGlobal``.
 Storages are resolved by torch's wrapper around this unpickler and read from the zip records.
-Pass this module as ``torch.load(..., pickle_module=checkpoint_pickle, weights_only=False)``.
+Pass this module as ``torch.load(..., pickle_module=checkpoint_pickle, weights_only=False)``;
+``detectors.weights.read_state_dict`` does.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ _TORCH_GLOBALS: dict[tuple[str, str], Any] = {
 for _dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.int64, torch.int32, torch.uint8):
     _TORCH_GLOBALS[("torch", str(_dtype).removeprefix("torch."))] = _dtype
 
-# Modules whose classes become placeholders: YOLOv5's code and torch.nn's module classes.
+# Modules whose classes become placeholders: Ultralytics' code (``models.``) and torch.nn's module classes.
 _PLACEHOLDER_PREFIXES = ("models.", "torch.nn.modules.")
-# Harmless value types that appear in Ultralytics' saved options/metrics; read as Opaque.
+# Harmless value types that appear in saved options/metrics (Ultralytics' opt, YOLOX's AP); read as Opaque.
 _OPAQUE_GLOBALS = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
