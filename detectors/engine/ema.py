@@ -4,6 +4,10 @@
 state dict (BatchNorm running statistics included). The decay ramps up as
 ``d = decay * (1 - exp(-updates / tau))`` so that early on, when the weights move fast, the average
 follows them instead of remembering the random initialisation.
+
+The update runs as two ``torch._foreach_*`` calls over all floating-point tensors at once instead of two
+ops per tensor (~700 kernel launches per step for YOLOv5s on a GPU, issue 13); the arithmetic is the
+same ``mul_(d)`` then ``add_(x, alpha=1 - d)``, so the result is bit-identical to the per-tensor loop.
 """
 
 from __future__ import annotations
@@ -28,14 +32,25 @@ class ModelEMA:
     def current_decay(self) -> float:
         return self.decay * (1 - math.exp(-self.updates / self.tau))
 
+    def _float_tensors(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(EMA tensors, model tensors): the floating-point state-dict entries, paired by key. Rebuilt on
+        every update (not cached): ``Module.to`` may replace a buffer or a parameter's data, and a
+        stale pairing would silently stop averaging; the state dicts cost ~1 ms once per optimizer step."""
+        source = model.state_dict()
+        mine, theirs = [], []
+        for key, value in self.module.state_dict().items():
+            if value.dtype.is_floating_point:
+                mine.append(value)
+                theirs.append(source[key])
+        return mine, theirs
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.current_decay()
-        source = model.state_dict()
-        for key, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[key].detach(), alpha=1 - d)
+        mine, theirs = self._float_tensors(model)
+        torch._foreach_mul_(mine, d)
+        torch._foreach_add_(mine, theirs, alpha=1 - d)
 
     def state_dict(self) -> dict[str, Any]:
         return {"module": self.module.state_dict(), "updates": self.updates}

@@ -59,11 +59,15 @@ def parameter_groups(modules: Iterable[nn.Module]) -> tuple[list[nn.Parameter], 
 
 
 def build_sgd(
-    modules: Iterable[nn.Module], *, lr: float, momentum: float, weight_decay: float
+    modules: Iterable[nn.Module], *, lr: float, momentum: float, weight_decay: float, fused: bool = False
 ) -> torch.optim.SGD:
-    """Nesterov SGD over the three groups; ``weight_decay`` (already scaled) applies to group 1 only."""
+    """Nesterov SGD over the three groups; ``weight_decay`` (already scaled) applies to group 1 only.
+
+    Multi-tensor updates (one call per group instead of ~6 ops per tensor; bit-identical on the CPU);
+    ``fused`` (for CUDA): one kernel per group, and ``GradScaler.step`` then needs no host sync for its
+    inf check (issue 13)."""
     biases, weights, norms = parameter_groups(modules)
-    return torch.optim.SGD(
+    optimizer = torch.optim.SGD(
         [
             {"params": biases, "weight_decay": 0.0},
             {"params": weights, "weight_decay": weight_decay},
@@ -72,7 +76,18 @@ def build_sgd(
         lr=lr,
         momentum=momentum,
         nesterov=True,
+        foreach=not fused,
+        fused=fused,
     )
+    return optimizer
+
+
+def set_multi_tensor(optimizer: torch.optim.SGD, *, fused: bool) -> None:
+    """Back to ``build_sgd``'s choice after ``load_state_dict``, whose saved groups carry the choice of
+    the device that saved them (a run saved on CUDA may resume on the CPU and the reverse)."""
+    for group in optimizer.param_groups:
+        group["fused"] = fused
+        group["foreach"] = not fused
 
 
 def one_cycle(y1: float, y2: float, steps: int):
