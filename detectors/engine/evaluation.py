@@ -1,4 +1,7 @@
-"""COCO-style detection metrics through pycocotools, on boxes in original image pixels.
+"""COCO-style detection metrics through COCOeval, on boxes in original image pixels.
+
+The COCOeval implementation is ``backend``'s (``detectors.engine.coco_backend``): faster-coco-eval by
+default, pycocotools as the oracle; both give the same numbers (tests).
 
 ``evaluate(samples, predictions, class_names)`` returns ``map`` (AP@[.5:.95]), ``ap50``, ``ap75``,
 ``aps``, ``apm``, ``apl`` as fractions, NaN where a size bucket has no ground truth, and ``per_class``
@@ -91,11 +94,13 @@ def _mean_valid(values: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else math.nan
 
 
-def evaluate(samples: list[Sample], predictions: dict, class_names: list[str] | tuple[str, ...]) -> dict:
-    """COCO metrics of ``predictions`` (``{image_id: Detections}``) against ``samples``' ground truth."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+def evaluate(samples: list[Sample], predictions: dict, class_names: list[str] | tuple[str, ...], *,
+             backend: str = "faster") -> dict:
+    """COCO metrics of ``predictions`` (``{image_id: Detections}``) against ``samples``' ground truth,
+    scored by ``backend``: ``faster`` (faster-coco-eval) or ``pycocotools``."""
+    from detectors.engine.coco_backend import coco_classes
 
+    COCO, COCOeval = coco_classes(backend)  # noqa: N806 - the classes, named as their libraries do
     num_classes = len(class_names)
     nan_result = {key: math.nan for key in METRIC_KEYS} | {"per_class": dict.fromkeys(class_names, math.nan)}
     if not samples:
