@@ -88,6 +88,11 @@ class MSSDConfig:
     w_l: float = _rule(1.0, ge=0.0)
     # The deeper (student) map learns from the shallower (teacher) map, not the reverse.
     detach_teacher: bool = True
+    # Readings of eqs 1-3 the paper leaves open (docs/design-notes.md); defaults are DESIGN.md's.
+    # detach: which map gets no gradient; null lets detach_teacher decide (true: teacher, false: none).
+    detach: str | None = _rule(None, choices=("teacher", "student", "none"))
+    channel_matching: str = _rule("project_student", choices=("project_student", "project_teacher", "shared_adapter"))
+    normalise: str = _rule("none", choices=("none", "channel_standardise"))
 
 
 @dataclass
@@ -97,6 +102,14 @@ class MADConfig:
     enabled: bool = True
     sigma2: float = _rule(2.0, gt=0.0)  # paper Table 6 best; .inf gives the binary box mask
     adapter_kernel: int = _rule(3, ge=1)
+    # Readings of eqs 5-6 the paper leaves open (docs/design-notes.md); defaults are DESIGN.md's.
+    adapter_relu: bool = True
+    # F of eq 6: the detect input, or the head's output maps (objectness logits, or all channels).
+    target: str = _rule("detect_input", choices=("detect_input", "head_objectness", "head_all"))
+    # Eq 5's offsets: over the box's half width/height, or in input pixels (sigma2 in px^2, literal).
+    coordinates: str = _rule("box_normalised", choices=("box_normalised", "pixels"))
+    # null: each level's mask at its own stride; t: built once at stride t, averaged down to each level.
+    mask_stride: int | None = _rule(None, ge=1)
 
 
 @dataclass
@@ -111,6 +124,14 @@ class GtLossConfig:
 
 
 @dataclass
+class DistillWarmupConfig:
+    """Warm-up of lambda_distill and lambda_mask: 0 for zero_epochs epochs, then a linear ramp to 1."""
+
+    zero_epochs: int = _rule(0, ge=0)
+    ramp_epochs: int = _rule(0, ge=0)
+
+
+@dataclass
 class LossesConfig:
     """Eq 7: L = L_gt + lambda_distill * L_distill + lambda_mask * L_mask (paper: both lambdas 1)."""
 
@@ -119,6 +140,9 @@ class LossesConfig:
     lambda_distill: float = _rule(1.0, ge=0.0)
     lambda_mask: float = _rule(1.0, ge=0.0)
     gt: GtLossConfig = _rule(factory=GtLossConfig)
+    # batch: batch_size * (L_gt + terms); unscaled_terms: batch_size * L_gt + terms (docs/design-notes.md).
+    scale: str = _rule("batch", choices=("batch", "unscaled_terms"))
+    warmup: DistillWarmupConfig = _rule(factory=DistillWarmupConfig)
 
 
 @dataclass

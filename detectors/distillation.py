@@ -23,6 +23,12 @@ projectors and reports the distill terms as constant 0; ``losses.mad.enabled: fa
 and reports ``mask`` as 0. The other terms are untouched. Disabled terms are still reported, so every
 run logs the same metric names.
 
+The readings of the paper that ``losses`` makes switchable (docs/design-notes.md) are wired here too:
+``losses.scale`` (eq 7 under YOLOv5's batch convention), ``losses.warmup`` (the trainer calls
+``start_epoch``), ``losses.mssd.detach|channel_matching|normalise`` (``MSSDLoss``) and
+``losses.mad.target|coordinates|mask_stride|adapter_relu`` (``MaskAssistedLoss``; ``target`` picks F of
+eq 6: the detect input, or the head's output maps read per stride by ``head_maps_by_stride``).
+
 The distillation module is deliberately *not* a submodule of the detector: the detector's
 ``state_dict`` (exported inference weights) never holds projectors or adapters. Checkpoint
 ``distillation.state_dict()`` beside the model's to resume training exactly.
@@ -41,6 +47,7 @@ from detectors.errors import ConfigError
 from losses.combine import combine_losses
 from losses.mask_loss import MaskAssistedLoss
 from losses.mssd import MSSDLoss
+from losses.warmup import warmup_factor
 
 # Every term this module reports, in logging order (metric names are ``loss/<term>``).
 TERMS = ("distill", "distill_s", "distill_m", "distill_l", "mask")
@@ -59,12 +66,34 @@ class Distillation(nn.Module):
         *,
         lambda_distill: float = 1.0,
         lambda_mask: float = 1.0,
+        scale: str = "batch",
+        mad_target: str = "detect_input",
+        head_strides: tuple[int, ...] = (),
+        warmup_zero_epochs: int = 0,
+        warmup_ramp_epochs: int = 0,
     ) -> None:
         super().__init__()
         self.mssd = mssd
         self.mad = mad
         self.lambda_distill = float(lambda_distill)
         self.lambda_mask = float(lambda_mask)
+        self.scale = scale
+        self.mad_target = mad_target
+        self.head_strides = tuple(head_strides)  # the order of the head's per-level outputs
+        self.warmup_zero_epochs = int(warmup_zero_epochs)
+        self.warmup_ramp_epochs = int(warmup_ramp_epochs)
+        self.epoch: int | None = None  # set by the trainer each epoch; None: no warm-up applies
+
+    def start_epoch(self, epoch: int, epochs: int | None = None) -> None:
+        """The trainer's epoch hook (``detectors.api``): the epoch (from 1) the next steps belong to sets
+        the warm-up factor; ``epochs`` (the run's length) is not needed."""
+        self.epoch = int(epoch)
+
+    def weight_factor(self) -> float:
+        """The warm-up factor on both lambdas this epoch (``losses.warmup_factor``; 1 before any epoch)."""
+        if self.epoch is None:
+            return 1.0
+        return warmup_factor(self.epoch, self.warmup_zero_epochs, self.warmup_ramp_epochs)
 
     def forward(self, output: Any, targets: Tensor, img_size: int | tuple[int, int]) -> dict[str, Tensor]:
         """Per-image loss terms ``{"distill", "distill_s", "distill_m", "distill_l", "mask"}`` (scalars).
@@ -85,7 +114,9 @@ class Distillation(nn.Module):
             terms.update(self.mssd(students, teachers))
         if self.mad is not None:
             boxes, batch_index = targets_to_boxes(targets.to(reference.device), img_size)
-            terms.update(self.mad(students, boxes, batch_index))
+            features = students if self.mad_target == "detect_input" else head_maps_by_stride(
+                _head(output), self.head_strides, self.mad_target)
+            terms.update(self.mad(features, boxes, batch_index))
         return terms
 
     def total_loss(self, gt_total: Tensor, terms: Mapping[str, Tensor], batch_size: int) -> Tensor:
@@ -93,15 +124,19 @@ class Distillation(nn.Module):
 
         ``gt_total`` is the detection loss as YOLOv5 backpropagates it, ``(box + obj + cls) * batch_size``
         (``YOLOv5Loss``'s first output; its items are detached). Returns
-        ``batch_size * (L_gt + lambda_distill * L_distill + lambda_mask * L_mask)``.
+        ``batch_size * (L_gt + f * lambda_distill * L_distill + f * lambda_mask * L_mask)`` with ``scale``
+        ``batch`` (the default), ``batch_size * L_gt + f * (lambda_distill * L_distill + lambda_mask *
+        L_mask)`` with ``unscaled_terms``; f is the warm-up factor (1 without warm-up).
         """
+        factor = self.weight_factor()
         return gt_total + combine_losses(
             gt_total.new_zeros(()),
             terms["distill"],
             terms["mask"],
-            lambda_distill=self.lambda_distill,
-            lambda_mask=self.lambda_mask,
+            lambda_distill=factor * self.lambda_distill,
+            lambda_mask=factor * self.lambda_mask,
             batch_size=batch_size,
+            scale=self.scale,
         )
 
     def count_parameters(self) -> dict[str, int]:
@@ -132,16 +167,78 @@ def build_distillation(losses_cfg: LossesConfig, model: nn.Module) -> Distillati
             w_m=mssd_cfg.w_m,
             w_l=mssd_cfg.w_l,
             detach_teacher=mssd_cfg.detach_teacher,
+            detach=mssd_cfg.detach,
+            channel_matching=mssd_cfg.channel_matching,
+            normalise=mssd_cfg.normalise,
         )
     mad = None
+    head_strides = tuple(int(s) for s in getattr(model, "strides", sorted(tap_channels or ())))
     if mad_cfg.enabled:
-        # F of eq 6 is the detect input at each stride, i.e. the student tap.
+        if mad_cfg.target == "detect_input":
+            # F of eq 6 is the detect input at each stride, i.e. the student tap.
+            channels = {s: student for s, (_teacher, student) in tap_channels.items()}
+        else:
+            channels = head_channels(model, head_strides, mad_cfg.target)
+        if mad_cfg.mask_stride is not None and any(s % mad_cfg.mask_stride for s in channels):
+            raise ConfigError(f"losses.mad.mask_stride: expected a divisor of every level's stride "
+                              f"{sorted(channels)}, got {mad_cfg.mask_stride}")
         mad = MaskAssistedLoss(
-            {s: student for s, (_teacher, student) in tap_channels.items()},
+            channels,
             sigma2=mad_cfg.sigma2,
             kernel_size=mad_cfg.adapter_kernel,
+            relu=mad_cfg.adapter_relu,
+            coordinates=mad_cfg.coordinates,
+            mask_stride=mad_cfg.mask_stride,
         )
-    return Distillation(mssd, mad, lambda_distill=losses_cfg.lambda_distill, lambda_mask=losses_cfg.lambda_mask)
+    return Distillation(mssd, mad, lambda_distill=losses_cfg.lambda_distill, lambda_mask=losses_cfg.lambda_mask,
+                        scale=losses_cfg.scale, mad_target=mad_cfg.target, head_strides=head_strides,
+                        warmup_zero_epochs=losses_cfg.warmup.zero_epochs,
+                        warmup_ramp_epochs=losses_cfg.warmup.ramp_epochs)
+
+
+def head_maps_by_stride(head: Any, strides: tuple[int, ...], target: str) -> dict[int, Tensor]:
+    """The head's output as ``{stride: (B, C, H, W)}`` maps for eq 6's F (``losses.mad.target``).
+
+    ``head`` is the per-level list (in ``strides`` order) of raw head maps in either layout the families
+    use: ``(B, na, H, W, 5 + nc)`` (YOLOv5) or ``(B, 5 + nc, H, W)`` (YOLOX); channel 4 of the last
+    (resp. channel) axis is the objectness logit. ``head_objectness`` keeps those (na or 1 channels),
+    ``head_all`` every output channel (``na * (5 + nc)`` or ``5 + nc``).
+    """
+    if not isinstance(head, (list, tuple)) or len(head) != len(strides):
+        raise ConfigError(f"losses.mad.target: {target} needs the head output as one map per stride "
+                          f"{list(strides)}, got {type(head).__name__}")
+    maps = {}
+    for s, level in zip(strides, head, strict=True):
+        if level.dim() == 5:  # (B, na, H, W, no)
+            b, na, h, w, no = level.shape
+            if target == "head_objectness":
+                maps[s] = level[..., 4]
+            else:
+                maps[s] = level.permute(0, 1, 4, 2, 3).reshape(b, na * no, h, w)
+        elif level.dim() == 4:  # (B, no, H, W)
+            maps[s] = level[:, 4:5] if target == "head_objectness" else level
+        else:
+            raise ConfigError(f"losses.mad.target: {target}: head map at stride {s} has shape "
+                              f"{tuple(level.shape)}; expected (B, na, H, W, 5 + nc) or (B, 5 + nc, H, W)")
+    return maps
+
+
+def head_channels(model: nn.Module, strides: tuple[int, ...], target: str) -> dict[int, int]:
+    """``{stride: C}`` of ``head_maps_by_stride`` for ``model``, from one no-grad forward of a small image.
+
+    The forward runs in eval mode (BatchNorm statistics untouched) and restores the model's mode.
+    """
+    size = 2 * max(strides)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(1, 3, size, size, device=device))
+    finally:
+        model.train(was_training)
+    return {s: int(m.shape[1]) for s, m in head_maps_by_stride(_head(output), strides, target).items()}
 
 
 def targets_to_boxes(targets: Tensor, img_size: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -155,6 +252,13 @@ def targets_to_boxes(targets: Tensor, img_size: int | tuple[int, int]) -> tuple[
     centre = t[:, 2:4] * scale
     half = t[:, 4:6] * scale / 2
     return torch.cat([centre - half, centre + half], dim=1), t[:, 0].long()
+
+
+def _head(output: Any) -> Any:
+    """The raw head output of a detector's forward (``head``; ``head_maps`` in older outputs)."""
+    if isinstance(output, Mapping):
+        return output["head"] if "head" in output else output["head_maps"]
+    return output.head if hasattr(output, "head") else output.head_maps
 
 
 def _taps(output: Any) -> tuple[Mapping[int, Tensor], Mapping[int, Tensor]]:

@@ -4,12 +4,14 @@
 - ``mssd_loss`` / ``MSSDLoss`` (eqs 1-4): multi-scale self-distillation, with student projectors.
 - ``mask_loss`` / ``MaskAssistedLoss`` (eq 6): mask-assisted detection, with adaptation layers.
 - ``combine_losses`` (eq 7): the total, in YOLOv5's batch convention.
+- ``warmup_factor``: the optional warm-up of eq 7's distillation weights.
 """
 
 from losses.combine import combine_losses
 from losses.gaussian_mask import gaussian_mask
 from losses.mask_loss import MaskAssistedLoss, mask_loss
-from losses.mssd import MSSDLoss, mssd_loss, scale_weights
+from losses.mssd import MSSDLoss, mssd_loss, scale_weights, standardise_channels
+from losses.warmup import warmup_factor
 
 __all__ = [
     "MSSDLoss",
@@ -19,4 +21,6 @@ __all__ = [
     "mask_loss",
     "mssd_loss",
     "scale_weights",
+    "standardise_channels",
+    "warmup_factor",
 ]

@@ -8,6 +8,11 @@ padding, then ReLU) lifts it to F's channels, and eq 6 pulls F towards it:
 
 The gradient reaches both F (so the detector's features highlight the objects) and the adapters.
 The adapters are training-only parameters owned by ``MaskAssistedLoss``, never by the detector.
+
+Readings the paper leaves open are arguments (docs/design-notes.md): ``coordinates`` of eq 5
+(box-normalised or pixels), ``mask_stride`` (build the mask at each level's own stride, or once at one
+fixed finer stride and average it down to each level), the adapter's ``kernel_size`` and ``relu``. Which
+map F is (the detect input or the head's output maps) is the caller's choice of ``features``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from losses.gaussian_mask import gaussian_mask
+from losses.gaussian_mask import downsample_mask, gaussian_mask
 
 
 def mask_loss(adapted: Mapping[int, Tensor], features: Mapping[int, Tensor]) -> Tensor:
@@ -50,23 +55,43 @@ class MaskAssistedLoss(nn.Module):
         feature_channels: ``{stride: C}``, channels of the feature map F at each stride (the detect input).
         sigma2: decay of the Gaussian mask (eq 5); ``float("inf")`` gives the binary box mask.
         kernel_size: adaptation conv kernel (odd or even; padding "same" keeps H x W).
+        relu: end the adaptation layer with a ReLU (the paper's "convolutional layer and a ReLU").
+        coordinates: eq 5's offsets, ``"box_normalised"`` or ``"pixels"`` (``losses.gaussian_mask``).
+        mask_stride: ``None`` builds each level's mask at that level's stride; an integer t builds it once
+            at stride t and averages it down to each level (t must divide every level's stride).
 
     ``forward(features, boxes, batch_index)`` with ``features`` ``{stride: (B, C, H, W)}``,
     ``boxes`` ``(N, 4)`` xyxy input pixels and ``batch_index`` ``(N,)`` returns ``{"mask": L_mask}``.
     """
 
-    def __init__(self, feature_channels: Mapping[int, int], *, sigma2: float = 2.0, kernel_size: int = 3) -> None:
+    def __init__(
+        self,
+        feature_channels: Mapping[int, int],
+        *,
+        sigma2: float = 2.0,
+        kernel_size: int = 3,
+        relu: bool = True,
+        coordinates: str = "box_normalised",
+        mask_stride: int | None = None,
+    ) -> None:
         super().__init__()
         if not feature_channels:
             raise ValueError("MaskAssistedLoss: feature_channels is empty")
         if kernel_size < 1:
             raise ValueError(f"MaskAssistedLoss: kernel_size must be >= 1, got {kernel_size}")
         self.strides = tuple(sorted(int(s) for s in feature_channels))
+        if mask_stride is not None and (mask_stride < 1 or any(s % mask_stride for s in self.strides)):
+            raise ValueError(
+                f"MaskAssistedLoss: mask_stride must divide every level's stride {self.strides}, got {mask_stride}"
+            )
         self.sigma2 = float(sigma2)
+        self.coordinates = coordinates
+        self.mask_stride = mask_stride
         self.adapters = nn.ModuleDict(
             {
                 str(s): nn.Sequential(
-                    nn.Conv2d(1, int(feature_channels[s]), kernel_size, padding="same"), nn.ReLU(inplace=True)
+                    nn.Conv2d(1, int(feature_channels[s]), kernel_size, padding="same"),
+                    *([nn.ReLU(inplace=True)] if relu else []),
                 )
                 for s in self.strides
             }
@@ -75,17 +100,21 @@ class MaskAssistedLoss(nn.Module):
     def masks(self, features: Mapping[int, Tensor], boxes: Tensor, batch_index: Tensor) -> dict[int, Tensor]:
         """``{stride: (B, 1, H, W)}`` Gaussian masks at each feature map's resolution (eq 5)."""
         masks = {}
+        fine: Tensor | None = None  # the mask at mask_stride, built once
         for s in self.strides:
             f = features[s]
             # float32 masks: built from targets, independent of the forward's autocast dtype.
-            masks[s] = gaussian_mask(
-                boxes.to(device=f.device, dtype=torch.float32),
-                batch_index,
-                f.shape[0],
-                (f.shape[-2], f.shape[-1]),
-                s,
-                self.sigma2,
-            )
+            boxes32 = boxes.to(device=f.device, dtype=torch.float32)
+            size = (f.shape[-2], f.shape[-1])
+            if self.mask_stride is None:
+                masks[s] = gaussian_mask(boxes32, batch_index, f.shape[0], size, s, self.sigma2,
+                                         coordinates=self.coordinates)
+                continue
+            factor = s // self.mask_stride
+            if fine is None:
+                fine = gaussian_mask(boxes32, batch_index, f.shape[0], (size[0] * factor, size[1] * factor),
+                                     self.mask_stride, self.sigma2, coordinates=self.coordinates)
+            masks[s] = downsample_mask(fine, fine.shape[-1] // size[1])
         return masks
 
     def forward(self, features: Mapping[int, Tensor], boxes: Tensor, batch_index: Tensor) -> dict[str, Tensor]:
