@@ -1,29 +1,44 @@
-"""Study reports: the top trials as a table and four PNG plots, from MLflow (the system of record).
+"""Study reports: every trial in a table and the plots, from MLflow (the system of record).
 
-``write_report(workdir, study, top=10) -> Report`` writes into ``<workdir>/<study>/report/``:
+``write_report(workdir, study, top=None) -> Report`` writes into ``<workdir>/<study>/report/``:
 
-- ``metric_vs_<param>.png``: the study metric against each searched parameter (log axis for
-  loguniform parameters), one point per trial, coloured by status;
-- ``parallel_coordinates.png``: every finished trial as a line across the parameters (each scaled
-  to [0, 1]) and the metric, coloured by the metric;
-- ``learning_curves.png``: the metric per epoch of the top trials;
-- ``param_importance.png``: fANOVA importance (Optuna's evaluator) of each parameter for the metric,
-  computed from the finished trials; skipped, with the reason in the report, below 3 trials or one
-  parameter without spread.
+- ``top_trials.txt``: every trial (or the first ``top``), ranked ones first, with its status
+  (completed, early_stopped, nonfinite, error, running), the metric, epochs run and the searched values;
+- ``metric_vs_<param>.png``: the study metric against each searched parameter, completed and
+  early-stopped trials apart (an early-stopped trial's metric is from fewer epochs);
+- ``parallel_coordinates.png``: every trial as a line across the parameters and the metric, each
+  axis labelled with its real values, completed trials coloured by the metric (colour bar);
+- ``learning_curves.png``: the metric per epoch of the top 5 trials;
+- ``param_importance.png``: fANOVA importance (Optuna's evaluator) of each parameter, only when
+  enough trials completed (``importance_minimum``); otherwise the report says why, and no plot.
 
-The files are also logged to the study's parent run under ``report/``. Plots use matplotlib's Agg
-backend (no display needed).
+A study where no trial completed draws no plot and says so. The files are also logged to the
+study's parent run under ``report/``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from study import tracking
 from study.export import rank_trials, study_meta, study_tracking_uri
-from study.search_space import load_search_space
+from study.report_plots import (
+    Axis,
+    Plot,
+    TrialPoint,
+    format_value,
+    importance_bars,
+    learning_curves,
+    metric_vs_param,
+    parallel_coordinates,
+)
+from study.search_space import SearchSpace, load_search_space
+
+PLOT_FILES = ("parallel_coordinates.png", "learning_curves.png", "param_importance.png")
+LEARNING_CURVES = 5
 
 
 @dataclass
@@ -32,45 +47,89 @@ class Report:
     folder: Path
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    described: list[Plot] = field(default_factory=list)  # what each plot shows, in words
 
 
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def importance_minimum(space: SearchSpace) -> int:
+    """Completed trials needed before fANOVA says anything: 2 per searched parameter, at least 4.
+
+    Its random forest fitted to fewer points ranks parameters by noise; early-stopped trials do
+    not count (their metric is from fewer epochs, which would be read as a parameter effect).
+    """
+    return max(4, 2 * len(space.params))
 
 
 def _fmt_param(text: str) -> str:
     """MLflow keeps params as full-precision text; 4 significant digits read better in a table."""
     try:
-        return f"{float(text):.4g}" if "." in text or "e" in text.lower() else text
+        return format_value(float(text)) if "." in text or "e" in text.lower() else text
     except ValueError:
         return text
 
 
+def _fmt_metric(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
 
 
-def _numeric(text: str) -> float | None:
-    import yaml
+def trials_table(records: list[tracking.TrialRecord], metric: str, mode: str, keys: list[str],
+                 top: int | None = None) -> str:
+    """Every trial: the ranked ones first (best first, numbered), then the others by status."""
+    ranked = rank_trials(records, metric, mode)
+    rest = sorted((r for r in records if r not in ranked), key=lambda r: (r.status, r.trial_id))
+    rows = []
+    for i, r in enumerate([*ranked, *rest], start=1):
+        rank = str(i) if i <= len(ranked) else "-"
+        epochs = r.metrics.get("epoch")
+        rows.append([rank, r.name or r.trial_id, r.status, _fmt_metric(r.metrics.get(metric)),
+                     "-" if epochs is None else str(int(epochs)), *(_fmt_param(r.params.get(k, "")) for k in keys)])
+    shown = rows if top is None else rows[:top]
+    table = _table(shown, ["#", "trial", "status", metric, "epochs", *keys])
+    if len(shown) < len(rows):
+        table += f"\n({len(rows) - len(shown)} more trials: --top {len(rows)} lists them all)"
+    return table
 
-    value = yaml.safe_load(text)
-    if isinstance(value, bool):
-        return float(value)
-    return float(value) if isinstance(value, (int, float)) else None
+
+def _axis(param) -> Axis:
+    if param.distribution in ("choice", "grid"):
+        return Axis(param.key, "categorical", tuple(str(v) for v in param.values))
+    return Axis(param.key, "log" if param.distribution == "loguniform" else "linear")
 
 
-def write_report(workdir: str | Path, study: str, top: int = 10) -> Report:
-    import matplotlib
+def _value(text: str | None, axis: Axis):
+    if text is None:
+        return None
+    if axis.kind == "categorical":
+        import yaml
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        return str(yaml.safe_load(text))
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
+
+def trial_points(records: list[tracking.TrialRecord], space: SearchSpace, metric: str) -> list[TrialPoint]:
+    """Completed and early-stopped trials with a finite metric, as the plots need them."""
+    axes = {p.key: _axis(p) for p in space.params}
+    points = []
+    for r in records:
+        value = r.metrics.get(metric)
+        if r.status not in ("completed", "early_stopped") or not tracking.is_finite_number(value):
+            continue
+        points.append(TrialPoint(label=r.name or r.trial_id, status=r.status, epochs=int(r.metrics.get("epoch", 0)),
+                                 values={k: _value(r.params.get(k), a) for k, a in axes.items()}, metric=value))
+    return points
+
+
+def write_report(workdir: str | Path, study: str, top: int | None = None) -> Report:
     meta = study_meta(workdir, study)
     folder = Path(workdir).resolve() / study
     out = folder / "report"
@@ -80,124 +139,65 @@ def write_report(workdir: str | Path, study: str, top: int = 10) -> Report:
     metric, mode = meta["metric"], meta["mode"]
     records = tracking.study_trials(uri, study)
     space = load_search_space(folder / "search-space.yaml")
-    keys = space.keys
-    ranked = rank_trials(records, metric, mode)
-    others = [r for r in records if r not in ranked]
 
-    rows = []
-    for i, r in enumerate(ranked[:top], start=1):
-        rows.append([str(i), r.trial_id, r.status, _fmt(r.metrics.get(metric)), _fmt(r.metrics.get("epoch", "")),
-                     *(_fmt_param(r.params.get(k, "")) for k in keys)])
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
-    table = _table(rows, ["#", "trial", "status", metric, "epochs", *keys])
     summary = f"study {study}: {len(records)} trials (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")"
-    report = Report(table=summary + "\n" + table, folder=out)
+    report = Report(table=summary + "\n" + trials_table(records, metric, mode, space.keys, top), folder=out)
+    report.described, report.notes = write_plots(
+        out, records, space, metric, mode, lambda run_id: tracking.metric_history(uri, run_id, metric))
+    report.plots = [p.path for p in report.described]
 
-    finished = [r for r in records if tracking.is_finite_number(r.metrics.get(metric))]
-    colours = {"completed": "tab:blue", "early_stopped": "tab:orange", "nonfinite": "tab:red", "error": "tab:red",
-               "running": "tab:gray"}
-    # metric vs each param
-    for p in space.params:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for status in colours:
-            pts = [(_numeric(r.params.get(p.key, "")), r.metrics[metric]) for r in finished if r.status == status]
-            pts = [(x, y) for x, y in pts if x is not None]
-            if pts:
-                ax.scatter([x for x, _ in pts], [y for _, y in pts], label=status, color=colours[status], s=24)
-        if p.distribution == "loguniform":
-            ax.set_xscale("log")
-        ax.set_xlabel(p.key)
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs {p.key}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"metric_vs_{p.key.replace('.', '_')}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        report.plots.append(path)
-
-    # parallel coordinates
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * (len(keys) + 1)), 4))
-    columns = [*keys, metric]
-    values = [[_numeric(r.params.get(k, "")) for k in keys] + [r.metrics[metric]] for r in finished]
-    if values:
-        cmap = plt.get_cmap("viridis")
-        lo_hi = []
-        for j, key in enumerate(columns):
-            col = [v[j] for v in values if v[j] is not None]
-            log = any(p.key == key and p.distribution == "loguniform" for p in space.params)
-            col = [math.log10(c) if log and c > 0 else c for c in col]
-            lo_hi.append((min(col, default=0.0), max(col, default=1.0), log))
-        mvals = [v[-1] for v in values]
-        mlo, mhi = min(mvals), max(mvals)
-        for v in values:
-            ys = []
-            for j, x in enumerate(v):
-                lo, hi, log = lo_hi[j]
-                if x is None:
-                    ys.append(math.nan)
-                    continue
-                x = math.log10(x) if log and x > 0 else x
-                ys.append(0.5 if hi == lo else (x - lo) / (hi - lo))
-            ax.plot(range(len(columns)), ys, color=cmap(0.5 if mhi == mlo else (v[-1] - mlo) / (mhi - mlo)), alpha=0.8)
-    ax.set_xticks(range(len(columns)), columns, rotation=20, fontsize=7)
-    ax.set_ylabel("scaled value")
-    ax.set_title("parallel coordinates (colour: " + metric + ")")
-    fig.tight_layout()
-    path = out / "parallel_coordinates.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    report.plots.append(path)
-
-    # learning curves of the top trials
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for r in ranked[:5]:
-        history = tracking.metric_history(uri, r.run_id, metric)
-        if history:
-            ax.plot([e for e, _ in history], [v for _, v in history], marker="o", label=r.trial_id)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.set_title(f"learning curves, top {min(5, len(ranked))}")
-    if ranked:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "learning_curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    report.plots.append(path)
-
-    # parameter importance
-    importances, reason = _importance(space, finished, metric, mode)
-    fig, ax = plt.subplots(figsize=(5, 0.5 + 0.5 * max(1, len(keys))))
-    if importances:
-        names = list(importances)
-        ax.barh(names, [importances[n] for n in names])
-        ax.set_xlabel("fANOVA importance")
-    else:
-        ax.text(0.5, 0.5, reason, ha="center", va="center", wrap=True, fontsize=8)
-        ax.set_axis_off()
-        report.notes.append(f"parameter importance skipped: {reason}")
-    ax.set_title(f"parameter importance for {metric}")
-    fig.tight_layout()
-    path = out / "param_importance.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    report.plots.append(path)
-
-    (out / "top_trials.txt").write_text(report.table + "\n")
+    text = report.table + "".join(f"\nnote: {n}" for n in report.notes) + "\n"
+    (out / "top_trials.txt").write_text(text)
     tracking.log_parent_artifacts(uri, study, [*report.plots, out / "top_trials.txt"], "report")
-    del others
     return report
 
 
-def _importance(space, finished, metric: str, mode: str) -> tuple[dict[str, float], str]:
+def write_plots(out: Path, records: list[tracking.TrialRecord], space: SearchSpace, metric: str, mode: str,
+                history: Callable[[str], list[tuple[int, float]]]) -> tuple[list[Plot], list[str]]:
+    """Draw the report's plots into ``out``; ``history(run_id)`` gives a trial's metric per epoch.
+
+    Returns what was drawn and the notes on what was not (no completed trial: no plot at all).
+    """
+    for stale in [*out.glob("metric_vs_*.png"), *(out / name for name in PLOT_FILES)]:
+        stale.unlink(missing_ok=True)  # a re-run must not leave plots the new report did not draw
+    drawn: list[Plot] = []
+    notes: list[str] = []
+    points = trial_points(records, space, metric)
+    completed = [p for p in points if p.status == "completed"]
+    if not completed:
+        counts = ", ".join(f"{sum(r.status == s for r in records)} {s}" for s in sorted({r.status for r in records}))
+        return drawn, [f"no trial completed ({counts or 'no trials'}), so there is nothing to plot"]
+    axes = [_axis(p) for p in space.params]
+    for axis in axes:
+        drawn.append(metric_vs_param(out / f"metric_vs_{axis.name.replace('.', '_')}.png", axis, points, metric))
+    drawn.append(parallel_coordinates(out / "parallel_coordinates.png", axes, points, metric))
+    curves = {}
+    for r in rank_trials(records, metric, mode)[:LEARNING_CURVES]:
+        points_per_epoch = history(r.run_id)
+        if points_per_epoch:
+            curves[r.name or r.trial_id] = points_per_epoch
+    drawn.append(learning_curves(out / "learning_curves.png", curves, metric))
+    importances, reason = _importance(space, records, metric, mode)
+    if importances:
+        drawn.append(importance_bars(out / "param_importance.png", importances, metric, len(completed)))
+    else:
+        notes.append(f"parameter importance skipped: {reason}")
+    return drawn, notes
+
+def _importance(space: SearchSpace, records: list[tracking.TrialRecord], metric: str,
+                mode: str) -> tuple[dict[str, float], str]:
     import optuna
+    import yaml
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    if len(finished) < 3:
-        return {}, f"needs at least 3 finished trials, got {len(finished)}"
+    completed = [r for r in records if r.status == "completed" and tracking.is_finite_number(r.metrics.get(metric))]
+    needed = importance_minimum(space)
+    if len(completed) < needed:
+        return {}, (f"{len(completed)} trials completed; fANOVA needs at least {needed} "
+                    f"(2 per searched parameter, at least 4) to rank {len(space.params)} parameters")
     dists = {}
     for p in space.params:
         if p.distribution in ("choice", "grid"):
@@ -208,9 +208,7 @@ def _importance(space, finished, metric: str, mode: str) -> tuple[dict[str, floa
             dists[p.key] = FloatDistribution(p.low, p.high, log=p.distribution == "loguniform")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    import yaml
-
-    for r in finished:
+    for r in completed:
         params = {}
         for key, dist in dists.items():
             if key not in r.params:
@@ -221,8 +219,8 @@ def _importance(space, finished, metric: str, mode: str) -> tuple[dict[str, floa
             params[key] = value
         else:
             study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=r.metrics[metric]))
-    if len(study.trials) < 3:
-        return {}, "fewer than 3 trials with every parameter recorded"
+    if len(study.trials) < needed:
+        return {}, f"only {len(study.trials)} completed trials have every parameter recorded; fANOVA needs {needed}"
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         return optuna.importance.get_param_importances(study, evaluator=evaluator), ""
