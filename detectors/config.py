@@ -17,7 +17,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 from detectors.errors import ConfigError
 
@@ -51,11 +51,48 @@ class SyntheticConfig:
 
 @dataclass
 class AugmentConfig:
-    # YOLOv5 hyp.scratch-low values.
-    hflip: float = _rule(0.5, ge=0.0, le=1.0)
-    hsv_h: float = _rule(0.015, ge=0.0, le=1.0)
-    hsv_s: float = _rule(0.7, ge=0.0, le=1.0)
-    hsv_v: float = _rule(0.4, ge=0.0, le=1.0)
+    """Training augmentation (``detectors/data/augment/``, README "Augmentation").
+
+    Every key is optional: null takes the detector family's recipe value, else YOLOv5's
+    hyp.scratch-low (``detectors.data.augment.resolve_augment``, which also checks the ranges).
+    """
+
+    RENAMED: ClassVar[dict[str, str]] = {"hflip": "fliplr"}
+
+    mosaic: float | None = _rule(None, ge=0.0, le=1.0)  # probability of a 4-image mosaic
+    mixup: float | None = _rule(None, ge=0.0, le=1.0)  # probability of blending two mosaics
+    degrees: float | None = _rule(None, ge=0.0, le=180.0)  # rotation, +- degrees
+    translate: float | None = _rule(None, ge=0.0, le=0.5)  # +- fraction of the image size
+    # Zoom: a gain g (zoom in [1 - g, 1 + g], YOLOv5) or a range [lo, hi] (YOLOX's mosaic_scale).
+    scale: float | list[float] | None = None
+    shear: float | None = _rule(None, ge=0.0, le=45.0)  # +- degrees
+    perspective: float | None = _rule(None, ge=0.0, le=0.01)
+    # The random affine also on images without a mosaic (YOLOv5: true; YOLOX: false).
+    affine_without_mosaic: bool | None = None
+    # gain: YOLOv5's multiplicative gains (hsv_* in 0..1); shift: YOLOX's additive OpenCV units.
+    hsv_mode: str | None = _rule(None, choices=("gain", "shift"))
+    hsv_h: float | None = _rule(None, ge=0.0)
+    hsv_s: float | None = _rule(None, ge=0.0)
+    hsv_v: float | None = _rule(None, ge=0.0)
+    flipud: float | None = _rule(None, ge=0.0, le=1.0)  # probability of an up-down flip
+    fliplr: float | None = _rule(None, ge=0.0, le=1.0)  # probability of a left-right flip
+    close_mosaic: int | None = _rule(None, ge=0)  # the last N epochs without mosaic and mixup
+
+    def __post_init__(self) -> None:
+        """The checks a single field's rule cannot express: the form of ``scale``, hsv bounds by mode."""
+        scale = self.scale
+        if isinstance(scale, list):
+            if len(scale) != 2 or not 0 < scale[0] <= scale[1] < math.inf:
+                raise ConfigError(f"data.augment.scale: expected a range [lo, hi] with 0 < lo <= hi, got {scale!r}")
+        elif scale is not None and not 0 <= scale < 1:
+            raise ConfigError(f"data.augment.scale: expected a gain >= 0 and < 1 or a range [lo, hi], got {scale!r}")
+        mode = self.hsv_mode or "gain"  # OpenCV's uint8 HSV: hue 0..179, saturation and value 0..255
+        for key, upper in zip(("hsv_h", "hsv_s", "hsv_v"), (1.0, 1.0, 1.0) if mode == "gain" else (180.0, 255.0, 255.0),
+                              strict=True):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value <= upper:
+                raise ConfigError(f"data.augment.{key}: expected a value >= 0 and <= {upper} for hsv_mode {mode}, "
+                                  f"got {value!r}")
 
 
 @dataclass
@@ -292,6 +329,8 @@ def _build(cls: type, data: dict, path: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        if key in getattr(cls, "RENAMED", {}):
+            raise ConfigError(f"{_join(path, str(key))}: renamed to {_join(path, cls.RENAMED[key])}")
         if key not in fields:
             known = ", ".join(fields)
             raise ConfigError(f"{_join(path, str(key))}: unknown key (expected one of: {known})")

@@ -142,7 +142,7 @@ class Trainer:
                 raise ConfigError(f"data.{key}: the split {split!r} under {cfg.data.root} has no images")
         self.train_loader = build_dataloader(
             cfg.data, self.train_samples, batch_size=train.batch_size, augment=True, shuffle=True,
-            seed=cfg.seed, pin_memory=self.use_cuda,
+            seed=cfg.seed, pin_memory=self.use_cuda, epochs=train.epochs,  # epochs: close_mosaic's switch-off
         )
         self.val_loader = eval_loader(cfg, self.val_samples, pin_memory=self.use_cuda)
         self.steps_per_epoch = min(len(self.train_loader), train.max_steps_per_epoch or len(self.train_loader))

@@ -47,10 +47,10 @@ TAP_SETS = {
 
 # Ultralytics YOLOv5 v7.0 data/hyps/hyp.scratch-low.yaml and train.py (nominal batch 64, loss * batch),
 # except lrf 0.1 (cosine to lr0 * 0.1, the paper's section 4.1 setting; hyp.scratch-low has 0.01).
+# augment: empty, since the data layer's own defaults are hyp.scratch-low's.
 RECIPE = Recipe(
     lr0=0.01, lrf=0.1, momentum=0.937, weight_decay=0.0005, warmup_epochs=3.0, warmup_momentum=0.8,
     warmup_bias_lr=0.1, ema_decay=0.9999, nominal_batch=64, loss_scaled_by_batch=True,
-    augment={"hflip": 0.5, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4},
 )
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.config import DataConfig
+from detectors.config import AugmentConfig, DataConfig
 from detectors.data import Batch, build_dataloader, read_kitti
 from detectors.data.synthetic import CLASSES
 
@@ -12,7 +12,12 @@ def samples(synthetic_root):
     return read_kitti(synthetic_root, None, list(CLASSES))
 
 
+# Flip and HSV only (no mosaic, no affine): every augmented image keeps an exact map to its source.
+FLIP_HSV = AugmentConfig(mosaic=0.0, translate=0.0, scale=0.0)
+
+
 def _cfg(synthetic_root, **kw):
+    kw.setdefault("augment", FLIP_HSV)
     return DataConfig(format="kitti", root=str(synthetic_root), img_size=128, workers=0, **kw)
 
 
