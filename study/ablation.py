@@ -5,7 +5,7 @@
 1. the variants differ only in ``losses.mssd.enabled`` / ``losses.mad.enabled``; seed i of K sets
    ``seed = cfg.seed + i`` (weight init, augmentation and shuffling; the data set stays the same);
 2. backend ``ray`` (default when Ray imports): the 4 x K runs are a grid study run by
-   ``study.ray_backend.run_study`` (no ASHA: every run trains all its epochs), in parallel on local Ray
+   ``study.tune.run_study`` (no ASHA: every run trains all its epochs), in parallel on local Ray
    or ``--address``; backend ``local``: the same runs one after another in this process. Either way
    MLflow holds one experiment named after the ablation with one parent run and one child run per
    training (``study.tracking``), and the table is read back from there;
@@ -121,7 +121,7 @@ def _resolve_backend(backend: str) -> str:
     if backend != "auto":
         return backend
     try:
-        import study.ray_backend  # noqa: F401  (imports ray)
+        import study.tune  # noqa: F401  (imports ray)
     except ImportError:
         return "local"
     return "ray"
@@ -143,7 +143,7 @@ def run_ablation(options: AblationOptions) -> AblationResult:
         space = Path(tmp) / "ablation.yaml"
         space.write_text(ablation_space(seeds))
         if backend == "ray":
-            from study.ray_backend import StudyOptions, run_study
+            from study.tune import StudyOptions, run_study
 
             run_study(StudyOptions(
                 config=options.config, space=str(space), overrides=list(options.overrides), name=name,

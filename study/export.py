@@ -22,8 +22,8 @@ from detectors.config import config_to_dict
 from detectors.errors import MSSDError
 from study import tracking
 from study.config import apply_overrides, load_config, parse_override, save_config
-
-META_FILE = "study.json"
+from study.study_files import load_study_meta as study_meta  # noqa: F401  (also read by study.report)
+from study.study_files import study_dir, study_tracking_uri
 
 
 class ExportError(MSSDError):
@@ -36,26 +36,6 @@ class ExportedConfig:
     trial_id: str
     run_id: str
     value: float
-
-
-def study_meta(workdir: str | Path, study: str) -> dict:
-    import json
-
-    path = Path(workdir).resolve() / study / META_FILE
-    if not path.is_file():
-        raise ExportError(f"no study {study!r} in {workdir} (expected {path}); see `ls {workdir}`")
-    return json.loads(path.read_text())
-
-
-def study_tracking_uri(workdir: str | Path, meta: dict) -> str:
-    """The store a study logged to: $MLFLOW_TRACKING_URI, else the one it recorded (secrets never are)."""
-    import os
-
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    if meta.get("tracking_uri") and not meta.get("tracking_uri_has_secret"):
-        return meta["tracking_uri"]
-    return tracking.default_tracking_uri(workdir)
 
 
 def rank_trials(records: list[tracking.TrialRecord], metric: str, mode: str) -> list[tracking.TrialRecord]:
@@ -80,7 +60,7 @@ def export_best_configs(workdir: str | Path, study: str, out: str | Path, *, top
     if epochs is not None and epochs < 1:
         raise ExportError(f"--epochs: expected at least 1, got {epochs}")
     meta = study_meta(workdir, study)
-    folder = Path(workdir).resolve() / study
+    folder = study_dir(workdir, study)
     uri = study_tracking_uri(workdir, meta)
     tracking.check_tracking(uri)
     metric, mode = meta["metric"], meta["mode"]

@@ -81,6 +81,11 @@ def apply_params(base: dict, params: dict[str, Any]) -> dict:
     return apply_overrides(copy.deepcopy(base), dict(params))
 
 
+def with_params(base: RunConfig, params: dict[str, Any]) -> RunConfig:
+    """``base`` with a trial's dotted ``params`` set, validated: the one place a sampled point becomes a config."""
+    return parse_config(apply_params(config_to_dict(base), params))
+
+
 def _number(value: Any, where: str, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigError(f"{where}: {name}: expected a number, got {value!r}")

@@ -2,7 +2,7 @@
 
 A study lives in ``<workdir>/<name>/`` (Ray's experiment folder: trials, checkpoints, ``study.json``,
 ``base-config.yaml``, ``search-space.yaml``, ``optuna.db``, ``report/``) and in MLflow (one experiment
-named after the study). See ``study.ray_backend`` for what runs and ``study.tracking`` for what is logged.
+named after the study). See ``study.tune`` for what runs and ``study.tracking`` for what is logged.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def register(subparsers) -> None:
 
 
 def _tune(args) -> int:
-    from study.ray_backend import StudyOptions, run_study
+    from study.tune import StudyOptions, run_study
 
     options = StudyOptions(
         config=args.config, space=args.space, overrides=args.overrides, name=args.name, workdir=args.workdir,
@@ -112,9 +112,9 @@ def _ui(args) -> int:
     import subprocess
 
     from study import tracking
-    from study.export import study_meta, study_tracking_uri
+    from study.study_files import load_study_meta, study_tracking_uri
 
-    uri = study_tracking_uri(args.workdir, study_meta(args.workdir, args.study)) if args.study \
+    uri = study_tracking_uri(args.workdir, load_study_meta(args.workdir, args.study)) if args.study \
         else tracking.resolve_tracking_uri(None, args.workdir)
     tracking.check_tracking(uri)
     url = f"http://{args.host}:{args.port}"

@@ -11,7 +11,7 @@ from study_helpers import REPO
 @pytest.fixture(scope="session")
 def ray_address():
     """A real local Ray with 2 CPUs, started once; yields its address (for `mssd tune --address`)."""
-    from study.ray_backend import start_local_ray, stop_ray
+    from study.tune import start_local_ray, stop_ray
 
     address = start_local_ray(num_cpus=2)
     yield address

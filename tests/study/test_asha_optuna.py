@@ -16,7 +16,7 @@ def test_asha_stops_trials_and_optuna_records_them_as_pruned_not_complete(ray_ad
     import optuna
 
     from study import tracking
-    from study.ray_backend import StudyOptions, run_study
+    from study.tune import StudyOptions, run_study
 
     config = write_tiny_config(tmp_path, tiny_data, epochs=3)
     summary = run_study(StudyOptions(

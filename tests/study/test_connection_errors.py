@@ -15,7 +15,9 @@ from study_helpers import REPO, SPACES
 
 from study import tracking
 from study.cli import main
-from study.ray_backend import StudyError, StudyOptions, _head_endpoint, check_ray_reachable, run_study
+from study.cluster import RayAddress
+from study.errors import StudyError
+from study.tune import StudyOptions, run_study
 
 
 def _closed_port() -> int:
@@ -31,7 +33,7 @@ def _closed_port() -> int:
     ("ray://[::1]:10002", ("::1", 10002)),
 ])
 def test_the_probed_endpoint_of_an_address(address, expected):
-    assert _head_endpoint(address) == expected
+    assert RayAddress.parse(address).endpoint == expected
 
 
 @pytest.mark.parametrize("scheme", ["", "ray://"])
@@ -39,7 +41,7 @@ def test_an_unreachable_head_is_one_line_within_seconds(scheme):
     port = _closed_port()
     started = time.monotonic()
     with pytest.raises(StudyError) as info:
-        check_ray_reachable(f"{scheme}127.0.0.1:{port}")
+        RayAddress.parse(f"{scheme}127.0.0.1:{port}").check_reachable()
     assert time.monotonic() - started < 6
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"Ray head 127.0.0.1:{port} unreachable (connection refused)")
@@ -175,9 +177,10 @@ def test_refused_credentials_fail_at_once(monkeypatch, status):
 
 
 def _head_callback():
-    from study.ray_backend import _MLflowCallback
+    from study.config import load_config
+    from study.tune.mlflow_callback import MLflowCallback
 
-    return _MLflowCallback("study-x", {}, [], "map", {"uri": "http://127.0.0.1:5000", "study": "study-x",
+    return MLflowCallback("study-x", load_config(REPO / "configs" / "smoke.yaml"), [], "map", {"uri": "http://127.0.0.1:5000", "study": "study-x",
                                                        "parent_run_id": "p1", "flush_timeout": 1.0})
 
 

@@ -63,7 +63,7 @@ def test_a_sweep_against_a_server_loses_no_metric_when_the_server_restarts_mid_s
     from mlflow.tracking import MlflowClient
 
     from study import tracking
-    from study.ray_backend import StudyOptions, run_study
+    from study.tune import StudyOptions, run_study
 
     port = free_port()
     uri = f"http://127.0.0.1:{port}"

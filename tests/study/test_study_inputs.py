@@ -7,30 +7,31 @@ from study_helpers import REPO, SPACES
 
 from detectors.errors import ConfigError, MSSDError
 from study import faults
-from study.ray_backend import StudyError, StudyOptions, _check_storage, run_study
+from study.errors import StudyError
+from study.tune import StudyOptions, run_study
+from study.tune.ray_runtime import check_storage
 
 
 def test_a_multi_host_cluster_with_local_storage_is_refused(monkeypatch):
     # Two hosts cannot be produced on one machine: ray.nodes() is the one thing faked here.
-    from study import ray_backend
+    from study.tune import ray_runtime
 
     nodes = [{"Alive": True, "NodeManagerAddress": "10.0.0.1"}, {"Alive": True, "NodeManagerAddress": "10.0.0.2"}]
-    monkeypatch.setattr(ray_backend.ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(ray_runtime.ray, "nodes", lambda: nodes)
     with pytest.raises(StudyError) as info:
-        _check_storage("/home/me/runs")
+        check_storage("/home/me/runs")
     assert "\n" not in str(info.value) and "spans 2 hosts" in str(info.value) and "s3://" in str(info.value)
-    _check_storage("s3://bucket/studies")
-    _check_storage("file:///mnt/shared/studies")
-    monkeypatch.setattr(ray_backend.ray, "nodes", lambda: nodes[:1] * 2)  # two nodes, one host: fine
-    _check_storage("/home/me/runs")
+    check_storage("s3://bucket/studies")
+    check_storage("file:///mnt/shared/studies")
+    monkeypatch.setattr(ray_runtime.ray, "nodes", lambda: nodes[:1] * 2)  # two nodes, one host: fine
+    check_storage("/home/me/runs")
 
 
 @pytest.mark.parametrize("name", ["a b", "../x", "q'uote", ""])
 def test_a_study_name_that_cannot_name_a_folder_and_an_experiment_is_refused(tmp_path, name):
-    options = StudyOptions(config=str(REPO / "configs" / "smoke.yaml"), space=str(SPACES / "mssd.yaml"),
-                           name=name or "-x", workdir=str(tmp_path))
     with pytest.raises(ConfigError, match="--name"):
-        run_study(options)
+        StudyOptions(config=str(REPO / "configs" / "smoke.yaml"), space=str(SPACES / "mssd.yaml"),
+                     name=name or "-x", workdir=str(tmp_path))
 
 
 def test_resuming_a_study_that_does_not_exist_is_one_line(tmp_path):
@@ -52,7 +53,7 @@ def test_a_truncated_latest_checkpoint_restores_from_the_previous_complete_one(t
     import torch
 
     from detectors.engine.checkpoint import save_checkpoint
-    from study import ray_backend
+    from study.tune import trainable
 
     trial = tmp_path / "trial_x"
     for index, epoch in enumerate((1, 2)):
@@ -61,7 +62,7 @@ def test_a_truncated_latest_checkpoint_restores_from_the_previous_complete_one(t
         (folder / "epoch.json").write_text(json.dumps({"epoch": epoch}))
     latest = trial / "checkpoint_000001" / "last.pt"
     latest.write_bytes(latest.read_bytes()[:100])  # cut short, as by a node lost mid-upload
-    checkpoint = ray_backend.tune.Checkpoint.from_directory(str(trial / "checkpoint_000001"))
+    checkpoint = trainable.tune.Checkpoint.from_directory(str(trial / "checkpoint_000001"))
     local = tmp_path / "local"
-    assert ray_backend._restore_checkpoint(checkpoint, local) == 1
+    assert trainable.restore_checkpoint(checkpoint, local) == 1
     assert torch.load(local / "last.pt", weights_only=True)["epoch"] == 1

@@ -28,7 +28,7 @@ def grid_study(ray_address, tiny_data, tmp_path_factory):
     import os
 
     from study import tracking
-    from study.ray_backend import StudyOptions, run_study
+    from study.tune import StudyOptions, run_study
 
     tmp = tmp_path_factory.mktemp("grid")
     config = write_tiny_config(tmp, tiny_data, epochs=2)
@@ -143,7 +143,7 @@ def test_resuming_a_finished_study_back_fills_mlflow_from_the_trial_results_with
     from mlflow.tracking import MlflowClient
 
     from study import tracking
-    from study.ray_backend import StudyOptions, run_study
+    from study.tune import StudyOptions, run_study
 
     summary, uri, trials, tmp = grid_study
     client = MlflowClient(uri)

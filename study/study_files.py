@@ -1,0 +1,68 @@
+"""A study's folder, ``<workdir>/<name>/``, and what ``mssd tune`` records there before any trial runs.
+
+``study.json`` (the options, the store, the metric, the searched keys), ``base-config.yaml`` and
+``search-space.yaml`` are written once, atomically, when a study is created; ``--resume``, ``mssd
+export``, ``report`` and ``ui`` read them back. Ray's experiment state, the trials and ``optuna.db``
+live in the same folder (with the default storage).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from detectors.errors import ConfigError
+from study import tracking
+from study.config import load_config, write_text_atomic
+from study.errors import StudyError
+
+META_FILE = "study.json"
+BASE_CONFIG = "base-config.yaml"
+SEARCH_SPACE = "search-space.yaml"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def study_dir(workdir: str | Path, name: str) -> Path:
+    return Path(workdir).resolve() / name
+
+
+def check_study_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"--name {name!r}: expected letters, digits, '.', '_' or '-' (it names a folder "
+                          "and an MLflow experiment)")
+    return name
+
+
+def default_study_name(space: str | Path) -> str:
+    return f"{Path(space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_study_meta(workdir: str | Path, name: str) -> dict[str, Any]:
+    path = study_dir(workdir, name) / META_FILE
+    if not path.is_file():
+        raise StudyError(f"no study {name!r} in {workdir} (expected {path}); see `ls {workdir}`")
+    return json.loads(path.read_text())
+
+
+def write_study_files(folder: Path, meta: dict[str, Any], config_text: str, space_text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / BASE_CONFIG, config_text)
+    write_text_atomic(folder / SEARCH_SPACE, space_text)
+    write_text_atomic(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def recorded_tracking_uri(meta: dict[str, Any]) -> str | None:
+    """The store a study recorded (None when it held a secret, which is never written)."""
+    if meta.get("tracking_uri") and not meta.get("tracking_uri_has_secret"):
+        return meta["tracking_uri"]
+    return None
+
+
+def study_tracking_uri(workdir: str | Path, meta: dict[str, Any]) -> str:
+    """The store of an existing study, by the same rule ``mssd tune`` used (``tracking.resolve_tracking_uri``)."""
+    base = study_dir(workdir, meta["name"]) / BASE_CONFIG
+    cfg_uri = load_config(base).tracking.uri if base.is_file() else None
+    return tracking.resolve_tracking_uri(cfg_uri, workdir, recorded_tracking_uri(meta))

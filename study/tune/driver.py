@@ -1,0 +1,215 @@
+"""``run_study(options)``: one study end to end, in the process that runs ``mssd tune``.
+
+1. loads the base config and the search space (one-line errors), checks the cluster address, the
+   MLflow store (one line when unreachable) -- all before Ray starts or any trial runs;
+2. writes the study folder (``study.study_files``) and starts the study's MLflow parent run;
+3. starts or joins Ray (``study.tune.ray_runtime``);
+4. builds a ``Tuner`` (or ``Tuner.restore`` with ``--resume``, after back-filling MLflow from Tune's
+   results) over the trainable (``study.tune.trainable``), the searcher (``study.tune.searcher``), ASHA
+   on the study metric with ``time_attr="epoch"`` unless switched off, and the MLflow callback
+   (``study.tune.mlflow_callback``);
+5. returns a ``StudySummary`` (counts by status, best trial).
+
+Ray Client (``--address ray://HOST:PORT``): Tune then runs ``Tuner.fit`` in an actor on the head node,
+so the Tune driver -- and the MLflow callback -- live there; ``study.cluster`` lists what that needs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from detectors.config import RunConfig, config_to_dict, parse_config
+from study import faults, tracking
+from study.config import config_to_yaml, load_config
+from study.errors import StudyError
+from study.search_space import SearchSpace, load_search_space
+from study.study_files import (
+    BASE_CONFIG,
+    META_FILE,
+    SEARCH_SPACE,
+    default_study_name,
+    load_study_meta,
+    recorded_tracking_uri,
+    study_dir,
+    write_study_files,
+)
+from study.tune.mlflow_callback import TRACKERS, MLflowCallback
+from study.tune.options import StudyOptions, StudySummary
+from study.tune.ray_runtime import check_storage, init_ray
+from study.tune.results import backfill, trial_status
+from study.tune.searcher import build_param_space, build_searcher
+from study.tune.trainable import build_trainable
+
+
+def _absolute_paths(cfg: RunConfig) -> RunConfig:
+    """Trials run in Ray's per-trial working folder: make the config's paths absolute before shipping it."""
+    data = config_to_dict(cfg)
+    data["data"]["root"] = str(Path(data["data"]["root"]).resolve())
+    if data["detector"].get("weights"):
+        data["detector"]["weights"] = str(Path(data["detector"]["weights"]).resolve())
+    return parse_config(data)
+
+
+def _prepare(options: StudyOptions) -> tuple[StudyOptions, RunConfig, SearchSpace, Path, str | None]:
+    """Resolve a new or resumed study: options, base config, space, folder, the store it recorded."""
+    if options.resume:
+        if not options.name:
+            raise StudyError("--resume needs --name NAME of the study to continue")
+        meta = load_study_meta(options.workdir, options.name)
+        folder = study_dir(options.workdir, options.name)
+        saved = StudyOptions(**{**meta["options"], "resume": True, "workdir": options.workdir,
+                                "verbose": options.verbose, "address": options.address or meta["options"]["address"]})
+        space = load_search_space(folder / SEARCH_SPACE)
+        cfg = load_config(folder / BASE_CONFIG)
+        return saved, _absolute_paths(cfg), space, folder, recorded_tracking_uri(meta)
+    space = load_search_space(options.space)
+    cfg = load_config(options.config, options.overrides)
+    options = replace(options, name=options.name or default_study_name(options.space))
+    folder = study_dir(options.workdir, options.name)
+    if (folder / META_FILE).exists():
+        raise StudyError(f"study {options.name!r} already exists in {folder}; pass --resume to continue it or "
+                         "another --name")
+    return options, _absolute_paths(cfg), space, folder, None
+
+
+def _prepare_data(base: RunConfig) -> None:
+    """Generate a synthetic set once, in the driver, rather than racing in concurrent trials."""
+    if base.data.format == "synthetic":
+        from detectors.data import load_samples
+
+        load_samples(base.data, "train")
+
+
+def _study_tags(options: StudyOptions, seed: int) -> dict[str, str]:
+    tags = {f"version.{k}": v for k, v in tracking.package_versions().items()}
+    commit = tracking.git_commit(Path(__file__).resolve().parent)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    tags.update({"mssd.metric": options.metric, "mssd.mode": options.mode, "mssd.seed": str(seed),
+                 "mssd.space": Path(options.space).name})
+    return tags
+
+
+def run_study(options: StudyOptions) -> StudySummary:
+    """Run (or resume) a study; see the module docstring. Raises MSSDError with one line on bad input."""
+    started = time.monotonic()
+    options, base, space, folder, recorded = _prepare(options)
+    fault = faults.faults_from_env()
+    uri = tracking.resolve_tracking_uri(base.tracking.uri, options.workdir, recorded)
+    address = options.ray_address
+    address.check_client_mode(uri, options.storage)
+    address.check_reachable()
+    _prepare_data(base)
+    print(tracking.check_tracking(uri), flush=True)
+    storage = options.storage or str(Path(options.workdir).resolve())
+    config_text = config_to_yaml(base)
+    if not options.resume:
+        meta = {"name": options.name, "options": options.to_json(), "tracking_uri": tracking.redact_uri(uri),
+                "tracking_uri_has_secret": tracking.redact_uri(uri) != uri, "storage": storage,
+                "metric": options.metric, "mode": options.mode, "searched": space.keys,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_study_files(folder, meta, config_text, space.text)
+
+    seed = options.seed if options.seed is not None else base.seed
+    tracker = tracking.StudyTracker(uri, options.name, staging_dir=folder / ".mlflow-staging",
+                                    artifact_root=Path(options.workdir).resolve() / "mlartifacts",
+                                    tags=_study_tags(options, seed),
+                                    artifacts={BASE_CONFIG: config_text, SEARCH_SPACE: space.text})
+    tracker.start()
+    key = options.name
+    TRACKERS[key] = tracker
+
+    experiment_path = f"{storage.rstrip('/')}/{options.name}"
+    if options.resume:
+        backfill(experiment_path, tracker, base, space.keys)
+        if address.is_client:  # the head's tracker reads the child runs at its start: let the back-fill land first
+            tracker.flush(options.flush_timeout)
+    init_ray(address)
+    check_storage(storage)
+    trainable = build_trainable(base, metric=options.metric, mode=options.mode, cpus=options.cpus_per_trial,
+                                gpus=options.gpus_per_trial, fault=fault, marker_dir=folder / ".faults")
+    status = "FINISHED"
+    try:
+        if options.resume:
+            if not tune.Tuner.can_restore(experiment_path):
+                raise StudyError(f"nothing to resume at {experiment_path} (the study never started a trial)")
+            tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+        else:
+            settings = ({"uri": uri, "study": options.name, "parent_run_id": tracker.parent_run_id,
+                         "flush_timeout": options.flush_timeout} if address.is_client else None)
+            tuner = _new_tuner(options, base, space, folder, storage, trainable, seed, settings)
+        results = tuner.fit()
+    except BaseException:
+        status = "KILLED"
+        raise
+    finally:
+        unlogged = _finish_tracking(tracker, status, options.flush_timeout if status == "FINISHED" else 30.0)
+        TRACKERS.pop(key, None)
+    return _summarise(options, folder, uri, results, unlogged, time.monotonic() - started)
+
+
+def _summarise(options: StudyOptions, folder: Path, uri: str, results: Any, unlogged: int,
+               elapsed: float) -> StudySummary:
+    statuses: dict[str, int] = {}
+    best_trial, best_value = None, None
+    for result in results:
+        metrics = result.metrics or {}
+        state = "error" if result.error else trial_status(metrics)
+        statuses[state] = statuses.get(state, 0) + 1
+        value = metrics.get(options.metric)
+        if state == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
+            better = best_value is None or (value > best_value if options.mode == "max" else value < best_value)
+            if better:
+                best_trial, best_value = metrics.get("trial_id"), float(value)
+    return StudySummary(options.name, folder, tracking.redact_uri(uri), statuses, best_trial, best_value,
+                        unlogged, elapsed)
+
+
+def _finish_tracking(tracker: tracking.StudyTracker, status: str, timeout: float) -> int:
+    tracker.study_finished(status)
+    left = tracker.flush(timeout)
+    if left:
+        print(f"mssd: {left} MLflow writes could not be made (tracking store unreachable); the results are "
+              "kept in the study folder and `mssd tune --resume --name NAME` back-fills them", file=sys.stderr)
+    return left
+
+
+def _new_tuner(options: StudyOptions, base: RunConfig, space: SearchSpace, folder: Path, storage: str,
+               trainable: Any, seed: int, settings: dict[str, Any] | None = None) -> Any:
+    if space.is_grid:
+        search_alg = None  # BasicVariantGenerator: every grid point, `samples` times
+        num_samples = options.samples or 1
+    else:
+        search_alg = build_searcher(options.name, seed, folder, storage, settings is not None)
+        num_samples = options.samples or 8
+    scheduler = None
+    if options.asha:
+        epochs = base.train.epochs
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max(epochs, 1),
+                                  grace_period=min(options.grace_period, epochs),
+                                  reduction_factor=options.reduction_factor)
+    tune_config = tune.TuneConfig(
+        metric=options.metric, mode=options.mode, search_alg=search_alg, scheduler=scheduler,
+        num_samples=num_samples, max_concurrent_trials=options.max_concurrent,
+        # One worker process per slot, reused by the next trial: saves torch's ~5 s import per trial.
+        reuse_actors=True,
+        trial_name_creator=lambda t: f"trial_{t.trial_id}", trial_dirname_creator=lambda t: f"trial_{t.trial_id}")
+    verbose = options.verbose
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 0
+    run_config = tune.RunConfig(
+        name=options.name, storage_path=storage, verbose=verbose,
+        failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=options.keep_checkpoints),
+        callbacks=[MLflowCallback(options.name, base, space.keys, options.metric, settings)])
+    return tune.Tuner(trainable, param_space=build_param_space(space), tune_config=tune_config,
+                      run_config=run_config)

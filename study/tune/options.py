@@ -1,0 +1,91 @@
+"""What ``mssd tune`` is asked to do (``StudyOptions``, validated on construction) and what it reports
+back (``StudySummary``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from detectors.errors import ConfigError
+from study.cluster import RayAddress
+from study.study_files import check_study_name
+
+
+@dataclass
+class StudyOptions:
+    config: str
+    space: str
+    overrides: list[str] = field(default_factory=list)
+    name: str | None = None
+    workdir: str = "runs"
+    samples: int | None = None  # sampled spaces: number of trials (default 8); grid: repeats (default 1)
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    storage: str | None = None  # default: the workdir; any pyarrow URI (s3://, gs://, file:///shared)
+    resume: bool = False
+    metric: str = "map"
+    mode: str = "max"
+    asha: bool = True
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    max_failures: int = 2
+    keep_checkpoints: int = 2
+    seed: int | None = None
+    verbose: int | None = None  # None: Ray's live table on a terminal, quiet lines otherwise
+    flush_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        """Every option checked before anything starts; each error names the command-line flag."""
+        if self.name is not None:
+            check_study_name(self.name)
+        _at_least("--samples", self.samples, 1)
+        _at_least("--max-concurrent", self.max_concurrent, 1)
+        _at_least("--grace-period", self.grace_period, 1)
+        _at_least("--max-failures", self.max_failures, 0)
+        _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
+        if not self.cpus_per_trial > 0:
+            raise ConfigError(f"--cpus-per-trial: expected a number > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise ConfigError(f"--gpus-per-trial: expected a number >= 0, got {self.gpus_per_trial}")
+        if not self.reduction_factor > 1:
+            raise ConfigError(f"--reduction-factor: expected a number > 1, got {self.reduction_factor}")
+        if self.mode not in ("max", "min"):
+            raise ConfigError(f"--mode: expected max or min, got {self.mode!r}")
+
+    @cached_property
+    def ray_address(self) -> RayAddress:
+        return RayAddress.parse(self.address)
+
+    def to_json(self) -> dict:
+        """What ``study.json`` records (``--resume`` rebuilds the options from it)."""
+        return {k: v for k, v in asdict(self).items() if k != "ray_address"}
+
+
+def _at_least(flag: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ConfigError(f"{flag}: expected at least {low}, got {value}")
+
+
+@dataclass
+class StudySummary:
+    name: str
+    folder: Path
+    tracking_uri: str
+    statuses: dict[str, int]
+    best_trial: str | None
+    best_value: float | None
+    unlogged: int  # MLflow writes still pending at exit (back-filled by --resume)
+    elapsed_s: float
+
+    def describe(self, workdir: str | Path) -> str:
+        """What a user reads at the end of a sweep: counts, the best trial, the commands to run next."""
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
+        lines = [f"study {self.name}: {counts} in {self.elapsed_s:.0f} s; folder {self.folder}"]
+        if self.best_trial:
+            lines.append(f"best trial {self.best_trial}: {self.best_value:.4f}")
+        lines.append(f"next: mssd export {self.name} --workdir {workdir} --out best.yaml;  "
+                     f"mssd report {self.name} --workdir {workdir};  mssd ui --workdir {workdir}")
+        return "\n".join(lines)
