@@ -2,8 +2,9 @@
 
 ``mssd train CONFIG [--set K=V] [--workdir DIR] [--resume RUN_DIR] [--weights FILE]`` trains in
 ``<workdir>/train/<config-stem>-<time>/`` (or continues ``RUN_DIR`` from its ``checkpoints/last.pt``),
-writes the resolved ``config.yaml`` there and logs params, per-epoch metrics (step = epoch), the best
-checkpoint and the config to MLflow (``sqlite:///<workdir>/mlflow.db`` unless ``tracking.uri`` or
+writes the resolved ``config.yaml`` there, ``results.csv`` (a row per epoch) and ``results.png``
+(``study.run_results``), and logs params, per-epoch metrics (step = epoch), the best checkpoint, the
+config and both results files to MLflow (``sqlite:///<workdir>/mlflow.db`` unless ``tracking.uri`` or
 ``MLFLOW_TRACKING_URI`` say otherwise). A progress bar on a terminal, one line per epoch otherwise.
 """
 
@@ -70,6 +71,7 @@ def _train(args) -> int:
     from detectors.engine.trainer import fit
     from study import tracking
     from study.config import config_to_yaml, load_config, save_config
+    from study.run_results import RunResults
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -93,9 +95,11 @@ def _train(args) -> int:
     meta_path.write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": tracking.redact_uri(uri)}) + "\n")
     print(f"run folder {run_dir}  MLflow run {logger.run_id}", flush=True)
     progress = _Progress(cfg.train.epochs, 0, sys.stdout.isatty())
+    # results.csv / results.png in the run folder (Ultralytics' habit), logged to the run when training ends
+    results = RunResults(run_dir, on_written=lambda paths: [logger.log_file(p) for p in paths])
     resume = run_dir / "checkpoints" / "last.pt" if args.resume else None
     try:
-        metrics = fit(cfg, run_dir, callbacks=[progress, logger], resume=resume, weights=args.weights)
+        metrics = fit(cfg, run_dir, callbacks=[progress, logger, results], resume=resume, weights=args.weights)
     except KeyboardInterrupt:
         logger.close("KILLED", "interrupted", timeout=30)
         raise
