@@ -111,6 +111,9 @@ class DataConfig:
     # Network input size in pixels (square letterbox); a multiple of the largest stride, 32.
     img_size: int = _rule(640, ge=32)
     workers: int = _rule(2, ge=0)
+    # Decoded-image cache (detectors/data/image_cache.py): none; ram (per run); disk (a memory-mapped
+    # file per data + input size, shared by every run on the node; $MSSD_CACHE_DIR).
+    cache: str = _rule("none", choices=("none", "ram", "disk"))
     augment: AugmentConfig = _rule(factory=AugmentConfig)
     synthetic: SyntheticConfig = _rule(factory=SyntheticConfig)
 
@@ -200,6 +203,8 @@ class TrainConfig:
     grad_clip: float | None = _rule(10.0, gt=0.0)  # max grad norm; null disables
     amp: bool = True  # only used on CUDA
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # torch.compile of the model's forward (model) or of forward + eq 7 (step); none on the CPU.
+    compile: str = _rule("none", choices=("none", "model", "step"))
     eval_interval: int = _rule(1, ge=1)
     # Caps the steps per epoch: smoke tests and quick sweeps on a CPU. null = the whole epoch.
     max_steps_per_epoch: int | None = _rule(None, ge=1)
@@ -211,6 +216,10 @@ class EvalConfig:
     iou: float = _rule(0.6, gt=0.0, le=1.0)
     max_det: int = _rule(300, ge=1)
     batch_size: int | None = _rule(None, ge=1)  # null: train.batch_size * 2
+    # COCOeval implementation: faster (faster-coco-eval, C++) or pycocotools (the reference); same numbers.
+    backend: str = _rule("faster", choices=("faster", "pycocotools"))
+    # Rectangular batches: each letterboxed to its minimal stride-aligned shape (detectors/data/rect_eval.py).
+    rect: bool = True
 
 
 @dataclass

@@ -10,7 +10,7 @@ persistent workers, which hold their own copy; the sampler runs in the main proc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import cv2
@@ -20,8 +20,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from detectors.config import DataConfig
 from detectors.data.augment import AugmentParams, LabelledImage, augment_sample, letterboxed, resolve_augment
+from detectors.data.image_cache import ImageCache, build_image_cache
 from detectors.data.sample import Sample
-from detectors.data.transforms import LetterboxMeta, boxes_to_targets
+from detectors.data.transforms import LetterboxMeta, boxes_to_targets, letterbox_meta
 from detectors.errors import DataFormatError
 
 
@@ -70,20 +71,32 @@ class DetectionDataset(Dataset):
     """Item ``ItemRequest`` (or a bare index) -> ``(CHW uint8 RGB tensor, (N, 5) targets, meta, image_id,
     (K, 4) ignore regions in input px)``.
 
-    ``augment``: the resolved recipe, or ``None`` to only letterbox (evaluation).
+    ``augment``: the resolved recipe, or ``None`` to only letterbox (evaluation). ``cache``: decoded
+    images already resized for ``img_size`` (``data.cache``); ``load`` then returns them with the labels
+    scaled alike, which every later stage treats as it treats an original (same pixels: the letterbox
+    and mosaic's tiles resize to exactly that size, and then only pad), and each meta is re-based on the
+    original image so that predictions still map back to original pixels.
     """
 
-    def __init__(self, samples: list[Sample], img_size: int, augment: AugmentParams | None) -> None:
+    def __init__(self, samples: list[Sample], img_size: int, augment: AugmentParams | None,
+                 cache: ImageCache | None = None) -> None:
         self.samples = samples
         self.img_size = img_size
         self.augment = augment
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> LabelledImage:
-        """Sample ``index``'s image (BGR) with its labels, in original pixels."""
+        """Sample ``index``'s image (BGR) with its labels, in original pixels (resized for the input
+        size, labels scaled alike, when read from the cache)."""
         sample = self.samples[index]
+        if self.cache is not None:
+            meta = letterbox_meta(sample.width, sample.height, self.img_size)
+            scale = np.array([meta.scale_x, meta.scale_y] * 2, np.float64)
+            return LabelledImage(self.cache.image(index), (sample.boxes * scale).astype(np.float32), sample.classes,
+                                 (sample.ignore * scale).astype(np.float32))
         image = read_image(sample.image_path)
         if image.shape[0] != sample.height or image.shape[1] != sample.width:
             raise DataFormatError(f"{sample.image_path}: image is {image.shape[1]}x{image.shape[0]}, "
@@ -99,6 +112,11 @@ class DetectionDataset(Dataset):
                                             mosaic_allowed=request.mosaic_allowed)
         else:
             labelled, meta = letterboxed(self.load(request.index), self.img_size)
+        if self.cache is not None and meta is not None:  # the same geometry, mapped to the original image
+            meta = replace(letterbox_meta(sample.width, sample.height, self.img_size), flipped=meta.flipped)
+            if request.aug_seed is None:  # evaluation: the labels exactly as without the cache
+                labelled = LabelledImage(labelled.image, meta.to_input(sample.boxes), sample.classes,
+                                         meta.to_input(sample.ignore))
         size = self.img_size
         targets = boxes_to_targets(labelled.boxes, labelled.classes, size, size)
         chw = np.ascontiguousarray(labelled.image[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
@@ -168,7 +186,9 @@ def build_dataloader(data_cfg: DataConfig, samples: list[Sample], *, batch_size:
     workers = data_cfg.workers if workers is None else workers
     params = resolve_augment(data_cfg.augment, augment_defaults) if augment else None
     mosaic_epochs = epochs - params.close_mosaic if params is not None and epochs is not None else None
-    dataset = DetectionDataset(samples, data_cfg.img_size, params)
+    # Built here, in the process that forks the workers: a RAM cache is shared copy-on-write.
+    cache = build_image_cache(data_cfg.cache, samples, data_cfg.img_size)
+    dataset = DetectionDataset(samples, data_cfg.img_size, params, cache)
     sampler = EpochSampler(len(samples), shuffle=shuffle, augment=augment, seed=seed, mosaic_epochs=mosaic_epochs)
     return DataLoader(
         dataset,

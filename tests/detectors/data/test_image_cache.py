@@ -11,6 +11,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from detectors.data.image_cache import ImageCache, build_image_cache, fingerprint, resized_for_input
 from detectors.data.kitti import read_kitti
@@ -111,3 +112,53 @@ def test_an_unknown_mode_or_a_missing_image_says_so(samples, tmp_path):
     samples[2].image_path.unlink()
     with pytest.raises(DataFormatError, match="image not found"):
         build_image_cache("ram", samples, 128)
+
+
+# ------------------------------------------------------------------------------------------------
+# through the loader (data.cache)
+
+
+def _batches(samples, mode, cache_dir, *, augment, workers=0, **augment_keys):
+    from detectors.config import AugmentConfig, DataConfig
+    from detectors.data import build_dataloader
+
+    cfg = DataConfig(format="kitti", root=str(samples[0].image_path.parents[2]), img_size=128, workers=workers,
+                     cache=mode, augment=AugmentConfig(**augment_keys))
+    os.environ["MSSD_CACHE_DIR"] = str(cache_dir)
+    try:
+        loader = build_dataloader(cfg, samples, batch_size=3, augment=augment, shuffle=augment, seed=5, epochs=3)
+        return [b for _ in range(2) for b in loader]  # two epochs
+    finally:
+        del os.environ["MSSD_CACHE_DIR"]
+
+
+@pytest.mark.parametrize("mode", ["ram", "disk"])
+def test_evaluation_batches_from_the_cache_are_identical(samples, tmp_path, mode):
+    plain = _batches(samples, "none", tmp_path, augment=False)
+    cached = _batches(samples, mode, tmp_path, augment=False)
+    for a, b in zip(plain, cached, strict=True):
+        assert torch_equal(a.images, b.images) and torch_equal(a.targets, b.targets)
+        assert a.metas == b.metas and a.image_ids == b.image_ids and torch_equal(a.ignore, b.ignore)
+
+
+@pytest.mark.parametrize("augment_keys", [{"mosaic": 0.0, "translate": 0.0, "scale": 0.0}, {}],
+                         ids=["flip+hsv", "recipe (mosaic, affine, ...)"])
+def test_augmented_batches_from_a_disk_cache_hit_match_decoding(samples, tmp_path, augment_keys):
+    plain = _batches(samples, "none", tmp_path, augment=True, **augment_keys)
+    built = _batches(samples, "disk", tmp_path, augment=True, **augment_keys)
+    hit = _batches(samples, "disk", tmp_path, augment=True, workers=2, **augment_keys)  # reopened by workers
+    assert len(list(tmp_path.glob("*.bin"))) == 1
+    for a, b, c in zip(plain, built, hit, strict=True):
+        assert torch_equal(b.images, c.images) and torch_equal(b.targets, c.targets)  # a hit: bit-identical
+        assert torch_equal(a.images, b.images)  # the same pixels as decoding the files
+        # labels scaled before the letterbox instead of inside it: float32 rounding only
+        assert a.targets.shape == b.targets.shape and torch.allclose(a.targets, b.targets, atol=1e-5)
+        assert [m is None for m in a.metas] == [m is None for m in b.metas]
+        for ma, mb in zip(a.metas, b.metas, strict=True):
+            if ma is not None:
+                assert (ma.orig_width, ma.scale_x, ma.pad_x, ma.pad_y, ma.flipped) == \
+                    (mb.orig_width, pytest.approx(mb.scale_x), mb.pad_x, mb.pad_y, mb.flipped)
+
+
+def torch_equal(a, b) -> bool:
+    return bool(torch.equal(a, b))
