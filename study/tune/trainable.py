@@ -13,6 +13,7 @@ A non-finite loss (``NonFiniteLossError``) is caught here, reported as one termi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from typing import Any
 from ray import tune
 
 from detectors.config import RunConfig, flatten_config
+from detectors.data.workers import loader_workers
 from detectors.errors import MSSDError, NonFiniteLossError
 from study import faults
 from study.search_space import with_params
@@ -119,6 +121,9 @@ def _train_trial(params: dict[str, Any], *, base: RunConfig, metric: str, mode: 
     cfg = with_params(base, params)
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
+    # Loader processes from the CPUs Ray gave this trial, not the config's whole-machine figure: trials
+    # packed on one GPU node (--gpus-per-trial 0.5, 0.25) would otherwise oversubscribe its cores.
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, workers=loader_workers(cpus, cfg.data.workers)))
     # Local scratch for the trainer's own files; what must survive is reported to Tune as checkpoints.
     # (Not the cwd: with reused actors several trials run in one process, one after the other.)
     workdir = Path(tempfile.gettempdir()) / "mssd-trials" / tune.get_context().get_trial_id()
