@@ -24,7 +24,7 @@ from detectors.data.sample import Sample
 from detectors.data.transforms import PAD_VALUE, boxes_to_targets, letterbox, letterbox_meta
 from detectors.errors import DataFormatError
 
-STRIDE = 32  # the largest stride of every detector here: input sides must be multiples of it
+STRIDE = 32  # YOLOv5's largest stride; input sides must be multiples of the detector's (Recipe.stride_multiple)
 
 
 def rect_shape(sizes: list[tuple[int, int]], img_size: int, stride: int = STRIDE) -> tuple[int, int]:
@@ -106,12 +106,13 @@ def collate_rect(items):
 
 
 def build_rect_eval_loader(samples: list[Sample], *, img_size: int, batch_size: int, workers: int,
-                           cache: ImageCache | None = None, pin_memory: bool = False) -> DataLoader:
+                           stride: int = STRIDE, cache: ImageCache | None = None,
+                           pin_memory: bool = False) -> DataLoader:
     from detectors.data.loader import _worker_init
 
     return DataLoader(
         RectEvalDataset(samples, img_size, cache),
-        batch_sampler=RectBatchSampler(rect_batches(samples, batch_size, img_size)),
+        batch_sampler=RectBatchSampler(rect_batches(samples, batch_size, img_size, stride)),
         num_workers=workers,
         collate_fn=collate_rect,
         pin_memory=pin_memory,
