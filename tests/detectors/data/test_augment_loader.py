@@ -73,3 +73,26 @@ def test_ignore_regions_reach_the_batch_in_input_pixels(make_kitti, kitti_line):
     ignore = torch.cat([b.ignore for b in loader])
     assert len(ignore) > 0 and set(ignore[:, 0].tolist()) <= {0.0, 1.0}
     assert (ignore[:, 1:] >= 0).all() and (ignore[:, 1:] <= 64).all()
+
+
+def test_yolox_recipe_after_close_mosaic_only_letterboxes_colours_and_flips():
+    # YOLOX applies its affine only to mosaics, so its no-aug epochs see the letterboxed image (exact map back).
+    from detectors.data.augment import LabelledImage, augment_sample, letterboxed, resolve_augment
+
+    params = resolve_augment(None, {"mosaic": 1.0, "mixup": 1.0, "degrees": 10.0, "scale": [0.1, 2.0], "shear": 2.0,
+                                    "affine_without_mosaic": False, "hsv_mode": "shift", "hsv_h": 5.0,
+                                    "hsv_s": 30.0, "hsv_v": 30.0, "close_mosaic": 15})
+    image = np.zeros((50, 100, 3), np.uint8)
+    image[10:30, 20:60] = 200
+    item = LabelledImage(image, [[20, 10, 60, 30]], [1], [[70, 5, 90, 45]])
+    for seed in range(6):
+        out, meta = augment_sample(0, np.random.default_rng(seed), load=lambda i: item, count=1, size=64,
+                                   params=params, mosaic_allowed=False)
+        assert meta is not None
+        plain, _ = letterboxed(item, 64)
+        np.testing.assert_allclose(meta.to_original(out.boxes), item.boxes, atol=1e-4)
+        np.testing.assert_allclose(meta.to_original(out.ignore), item.ignore, atol=1e-4)
+        assert out.image.shape == plain.image.shape
+        _, mosaic_meta = augment_sample(0, np.random.default_rng(seed), load=lambda i: item, count=1, size=64,
+                                             params=params, mosaic_allowed=True)
+        assert mosaic_meta is None
