@@ -14,7 +14,8 @@ import sys
 from detectors.errors import MSSDError
 
 # Command modules, in the order their commands appear in --help.
-_COMMAND_MODULES = ("config_cmd", "data_cmd", "train_cmd", "study_cmd", "model_cmd", "ablate_cmd")
+_COMMAND_MODULES = ("config_cmd", "data_cmd", "train_cmd", "study_cmd", "model_cmd", "ablate_cmd",
+                    "reproduce_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

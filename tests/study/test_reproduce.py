@@ -1,0 +1,130 @@
+"""`mssd reproduce TABLE`: the paper's tables as validated data, and our runs beside them."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+from study_helpers import SPACES
+
+from detectors.errors import ConfigError
+from study.paper_tables import METRICS, available_tables, load_paper_table
+from study.reproduce import format_markdown, summarise, write_outputs
+from study.search_space import load_search_space
+from study.tracking import TrialRecord
+
+
+def test_every_paper_table_loads_with_the_papers_numbers():
+    assert {2, 3, 5, 6, 7} <= set(available_tables())
+    t2, t5, t6 = load_paper_table(2), load_paper_table(5), load_paper_table(6)
+    # Spot checks against the paper's text (Tables 2, 5, 6).
+    n = {r.name: r.paper for r in t2.rows_for("yolov5n")}
+    assert n["baseline"]["map"] == 29.4 and n["+MAD +MSSD"] == {
+        "ap50": 59.4, "ap75": 23.9, "aps": 22.5, "apm": 32.4, "apl": 48.8, "map": 33.2}
+    assert [r.settings.get("losses.mssd.gamma") for r in t5.rows] == [
+        None, 1.0, 0.1, 0.001, 0.01, 0.05]
+    assert [r.paper["map"] for r in t5.rows] == [36.6, 37.3, 37.7, 36.6, 37.9, 38.4]
+    assert [r.paper["map"] for r in t6.rows] == [36.6, 36.9, 37.4, 37.6, 37.4, 36.7]
+    assert t6.metrics == ("map",) and t2.metrics == tuple(METRICS)
+    for number in available_tables():
+        table = load_paper_table(number)
+        for detector in table.detectors:
+            assert sum(r.baseline for r in table.rows_for(detector)) == 1
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("metrics: [aps, apm, apl, map]", "metrics: [aps, apx]"), r"table5.yaml:\d+: metrics: expected"),
+    (("paper: {aps: 18.2, apm: 36.9, apl: 53.5, map: 36.6}", "paper: {aps: 18.2, apm: 36.9, apl: 53.5, map: 366}"),
+     r":\d+: rows\[0\]\.paper\.map: expected a percentage"),
+    (("losses.mssd.gamma: 1.0}", "losses.mssd.gama: 1.0}"), r":\d+: rows\[1\]\.set\.losses\.mssd\.gama: not a config"),
+    (("losses.mssd.gamma: 0.1}", "losses.mssd.gamma: -0.1}"), r"rows\[2\]\.set\.losses\.mssd\.gamma: value -0.1"),
+    (("baseline: true,", "baseline: false,"), r"exactly one 'baseline: true' row for yolov5s"),
+    (("default_detector: yolov5s", "default_detector: yolov5m"), r"default_detector: 'yolov5m' has no rows"),
+    (("table: 5", "table: 5\ncolumns: 3"), r":\d+: columns: unknown key"),
+])
+def test_a_bad_paper_table_is_one_line_naming_file_line_and_key(tmp_path, edit, message):
+    text = load_paper_table(5).path.read_text()
+    old, new = edit
+    assert old in text
+    path = tmp_path / "table5.yaml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_paper_table(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_table_whose_detectors_are_missing_is_refused_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from study.cli import main
+
+    workdir = tmp_path / "runs"
+    assert main(["reproduce", "7", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mssd: error: table 7 needs detectors") and "not available yet" in err
+    assert "fcos_r50_fpn" in err and "\n" not in err
+    assert not workdir.exists()
+    assert main(["reproduce", "4", "--workdir", str(workdir)]) == 2
+    assert "no paper table 4" in capsys.readouterr().err and not workdir.exists()
+
+
+def record(trial_id: str, status: str = "completed", **metrics: float) -> TrialRecord:
+    return TrialRecord(run_id=trial_id, trial_id=trial_id, name="", status=status, params={}, metrics=metrics,
+                       searched=[], artifact_uri="")
+
+
+def test_rows_are_read_back_with_means_stds_and_deltas_beside_the_papers(tmp_path):
+    table = load_paper_table(6)
+    ids = ["baseline", "mad-sigma2-0.5", "mad-sigma2-1", "mad-sigma2-2", "mad-sigma2-4", "mad-sigma2-8"]
+    records = [record(f"yolov5n-{ids[0]}-seed0", map=0.10), record(f"yolov5n-{ids[0]}-seed1", map=0.20),
+               record(f"yolov5n-{ids[3]}-seed0", map=0.30), record(f"yolov5n-{ids[3]}-seed1", status="nonfinite"),
+               record(f"yolov5n-{ids[1]}-seed0", map=math.nan)]
+    rows = summarise(table, [("yolov5n", "yolov5s")], records, [0, 1])
+    assert [r.row.name for r in rows][:2] == ["baseline", "+MAD sigma2=0.5"]
+    base, sigma2 = rows[0], rows[3]
+    assert base.metrics["map"] == (pytest.approx(15.0), pytest.approx(math.sqrt(50)))
+    assert (sigma2.runs, sigma2.failed, sigma2.metrics["map"]) == (1, 1, (pytest.approx(30.0), 0.0))
+    assert math.isnan(rows[1].metrics["map"][0]) and rows[5].runs == 0
+    text = format_markdown(table, rows, ["Ours: test", "Paper: test"])
+    assert "| yolov5n | baseline | 2 | 15.00 ± 7.07 | +0.00 | 36.6 | +0.0 |" in text
+    assert "| yolov5n | +MAD sigma2=2 | 1 (1 failed) | 30.00 ± 0.00 | +15.00 | 37.6 | +1.0 |" in text
+    assert "| yolov5n | +MAD sigma2=8 | 0 (2 failed) | n/a | n/a | 36.7 | +0.1 |" in text
+    md, csv_path, png = write_outputs(table, rows, tmp_path / "reproduce", ["Ours: test", "Paper: test"], "smoke")
+    assert md.name == "table6.md" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(csv_path) as f:
+        table_rows = list(csv.DictReader(f))
+    assert float(table_rows[3]["map_paper"]) == 37.6 and float(table_rows[0]["map_mean"]) == 15.0
+
+
+def test_the_fidelity_search_space_covers_every_switch():
+    space = load_search_space(SPACES / "fidelity.yaml")
+    assert {"losses.scale", "losses.mssd.detach", "losses.mssd.channel_matching", "losses.mssd.normalise",
+            "losses.mad.target", "losses.mad.coordinates", "losses.mad.mask_stride",
+            "losses.warmup.zero_epochs"} <= set(space.keys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("number", "rows"), [(2, 4), (5, 6), (6, 6)])
+def test_reproduce_runs_the_table_at_the_smoke_budget_and_writes_it_beside_the_papers(tmp_path, capsys, number, rows):
+    from study import tracking
+    from study.cli import main
+
+    workdir = tmp_path / "runs"
+    assert main(["reproduce", str(number), "--budget", "smoke", "--workdir", str(workdir), "--name", "r"]) == 0
+    table = load_paper_table(number)
+    md = (workdir / "r" / "reproduce" / f"table{number}.md").read_text()
+    assert md.startswith(f"# Paper Table {number} reproduced")
+    assert "budget `smoke`" in md and "commit " in md and "yolov5n" in md and "Note: the paper's numbers are for yolov5s" in md
+    lines = [line for line in md.splitlines() if line.startswith("| yolov5n |")]
+    assert len(lines) == rows
+    for line, row in zip(lines, table.rows_for("yolov5s"), strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1].startswith(row.name) and cells[2] == "1"
+        assert cells[5] == f"{row.paper[table.metrics[0]]:.1f}"  # the paper's value beside ours
+        assert cells[3] != "n/a"  # our run finished and was evaluated
+    uri = tracking.default_tracking_uri(workdir)
+    trials = tracking.study_trials(uri, "r")
+    assert len(trials) == rows and {t.status for t in trials} == {"completed"}
+    artifacts = tracking.download_artifact(uri, tracking.parent_run_id(uri, "r"), "reproduce", tmp_path / "dl")
+    assert {p.name for p in artifacts.iterdir()} == {f"table{number}.{e}" for e in ("md", "csv", "png")} | {
+        f"table{number}.yaml"}
+    assert "wrote " in capsys.readouterr().out
