@@ -78,6 +78,25 @@ def check_checkpoint(state: Any, path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+# Config keys a resumed run may change: where things are and how fast, not what is computed.
+# (train.epochs may grow to extend a run; the cosine schedule then follows the new length.)
+RESUME_MAY_CHANGE = ("tracking.", "data.root", "data.workers", "train.device", "train.epochs", "eval.batch_size")
+
+
+def check_resumable(saved_config: dict[str, Any], cfg: Any, path: str | os.PathLike) -> None:
+    """A resumed run must compute what the interrupted one did: a one-line ``ConfigError`` naming the
+    changed settings. Callable before anything is written (``mssd train --resume`` checks first)."""
+    from detectors.config import flatten_config
+    from detectors.errors import ConfigError
+
+    old, new = flatten_config(saved_config), flatten_config(cfg)
+    changed = sorted(key for key in old.keys() | new.keys()
+                     if old.get(key) != new.get(key) and not key.startswith(RESUME_MAY_CHANGE))
+    if changed:
+        details = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:5])
+        raise ConfigError(f"{path}: cannot resume with a different config: {details}")
+
+
 # ---------------------------------------------------------------------------------------------
 # RNG states, as primitives and tensors so that ``weights_only`` loading accepts them
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train one model from a config (logged to MLflow)")
     add_config_arguments(train)
     train.add_argument("--workdir", default="runs", help="root of run folders and the default MLflow store")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run folder from its last checkpoint")
+    train.add_argument("--resume", metavar="PATH",
+                       help="continue a run: its checkpoint file, the folder holding last.pt, or the run folder")
     train.add_argument("--weights", metavar="FILE", help="initial weights (a checkpoint or Ultralytics .pt)")
     train.set_defaults(handler=_train)
 
@@ -70,34 +70,28 @@ def _train(args) -> int:
     from detectors.config import flatten_config
     from detectors.engine.trainer import fit
     from study import tracking
-    from study.config import config_to_yaml, load_config, save_config
+    from study.config import config_to_yaml, save_config
     from study.run_results import RunResults
+    from study.train_plan import RUN_META, plan_training
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
-            from detectors.errors import ConfigError
-
-            raise ConfigError(f"--resume {run_dir}: no checkpoints/last.pt there")
-    else:
-        run_dir = Path(args.workdir) / "train" / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = load_config(args.config, args.overrides)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml", [f"resolved from {args.config} by `mssd train`"])
+    # Every check first: a refused command changes nothing on disk or in MLflow (study.train_plan).
+    plan = plan_training(args.config, args.overrides, args.workdir, resume=args.resume, weights=args.weights)
+    cfg, run_dir = plan.cfg, plan.run_dir
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, args.workdir)
     print(tracking.check_tracking(uri), flush=True)
-    meta_path = run_dir / "run.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml", [f"resolved from {args.config} by `mssd train`"])
     logger = tracking.RunLogger(uri, cfg.tracking.experiment, run_name=run_dir.name, params=flatten_config(cfg),
                                 artifact_root=Path(args.workdir).resolve() / "mlartifacts",
-                                config_text=config_to_yaml(cfg), resume_run_id=meta.get("run_id") if args.resume else None,
+                                config_text=config_to_yaml(cfg), resume_run_id=plan.run_id,
                                 tags={"mssd.config": str(args.config)})
-    meta_path.write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": tracking.redact_uri(uri)}) + "\n")
+    logger.backfill(plan.history)  # epochs the checkpoint holds but MLflow never got (e.g. after SIGKILL)
+    (run_dir / RUN_META).write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": tracking.redact_uri(uri)}) + "\n")
     print(f"run folder {run_dir}  MLflow run {logger.run_id}", flush=True)
     progress = _Progress(cfg.train.epochs, 0, sys.stdout.isatty())
     # results.csv / results.png in the run folder (Ultralytics' habit), logged to the run when training ends
     results = RunResults(run_dir, on_written=lambda paths: [logger.log_file(p) for p in paths])
-    resume = run_dir / "checkpoints" / "last.pt" if args.resume else None
+    resume = plan.resume
     try:
         metrics = fit(cfg, run_dir, callbacks=[progress, logger, results], resume=resume, weights=args.weights)
     except KeyboardInterrupt:

@@ -41,7 +41,21 @@ class RunLogger:
                     self._client.log_artifact(self.run_id, str(Path(tmp) / "config.yaml"))
         self._best: Path | None = None
 
+    def backfill(self, history: list[dict[str, Any]]) -> None:
+        """Log the epochs of a checkpoint's ``history`` that the run lacks (a process killed after writing
+        the checkpoint but before its MLflow write landed); epochs already logged are skipped."""
+        for metrics in history:
+            epoch = metrics.get("epoch")
+            if isinstance(epoch, (int, float)) and int(epoch) not in self._epochs:
+                self._submit_epoch(int(epoch), metrics)
+
     def after_epoch(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        self._submit_epoch(epoch, metrics)
+        last = getattr(trainer, "last_checkpoint", None)
+        if last is not None:
+            self._best = Path(last).with_name("best.pt")
+
+    def _submit_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
         values, ts = numeric_metrics(metrics), int(time.time() * 1000)
 
         def op() -> None:
@@ -50,9 +64,6 @@ class RunLogger:
                 self._epochs.add(epoch)
 
         self._writer.submit(op, f"epoch {epoch}")
-        last = getattr(trainer, "last_checkpoint", None)
-        if last is not None:
-            self._best = Path(last).with_name("best.pt")
 
     def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
