@@ -152,3 +152,20 @@ def test_build_sgd_uses_foreach_on_the_cpu_and_a_resume_gets_this_devices_choice
     assert all(g["fused"] for g in cpu.param_groups)
     set_multi_tensor(cpu, fused=False)
     assert all(g["foreach"] and not g["fused"] for g in cpu.param_groups)
+
+
+def test_the_fused_sgd_chosen_on_cuda_matches_foreach_where_it_can_run_here():
+    # torch also implements fused SGD on the CPU: the CUDA choice's arithmetic, checked without a GPU.
+    results = []
+    for fused in (False, True):
+        model = _model()
+        optimizer = build_sgd([model], lr=0.05, momentum=0.9, weight_decay=5e-4, fused=fused)
+        assert all(g["fused"] is fused and g["foreach"] is not fused for g in optimizer.param_groups)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            model(torch.rand(2, 3, 8, 8, generator=gen)).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        results.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*results, strict=True):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
