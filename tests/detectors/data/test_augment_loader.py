@@ -94,5 +94,5 @@ def test_yolox_recipe_after_close_mosaic_only_letterboxes_colours_and_flips():
         np.testing.assert_allclose(meta.to_original(out.ignore), item.ignore, atol=1e-4)
         assert out.image.shape == plain.image.shape
         _, mosaic_meta = augment_sample(0, np.random.default_rng(seed), load=lambda i: item, count=1, size=64,
-                                             params=params, mosaic_allowed=True)
+                                        params=params, mosaic_allowed=True)
         assert mosaic_meta is None
