@@ -54,9 +54,10 @@ class _Progress:
         bar = self._bar(trainer)
         if bar is not None:
             bar.update(1)
-            loss = items.get("total", items.get("loss/total"))
-            if isinstance(loss, float):
-                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if step % 10 == 0:  # reading items waits for the GPU: not every step (issue 13)
+                loss = items.get("total", items.get("loss/total"))
+                if isinstance(loss, float):
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
     def after_epoch(self, trainer: Any, epoch: int, metrics: dict) -> None:
         if self.bar is not None:
