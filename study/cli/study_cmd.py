@@ -83,6 +83,10 @@ def _tune(args) -> int:
         keep_checkpoints=args.keep_checkpoints, seed=args.seed, verbose=0 if args.quiet else None)
     summary = run_study(options)
     print(summary.describe(args.workdir))
+    if not summary.succeeded:
+        from study.errors import StudyError
+
+        raise StudyError(summary.failure())
     return 0
 
 

@@ -28,6 +28,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from detectors.config import RunConfig, config_to_dict, parse_config
 from study import faults, tracking
+from study.cluster import RayAddress
 from study.config import config_to_yaml, load_config
 from study.errors import StudyError
 from study.search_space import SearchSpace, load_search_space
@@ -41,6 +42,7 @@ from study.study_files import (
     study_dir,
     write_study_files,
 )
+from study.train_plan import check_data
 from study.tune.mlflow_callback import TRACKERS, MLflowCallback
 from study.tune.options import StudyOptions, StudySummary
 from study.tune.ray_runtime import check_storage, init_ray
@@ -80,12 +82,13 @@ def _prepare(options: StudyOptions) -> tuple[StudyOptions, RunConfig, SearchSpac
     return options, _absolute_paths(cfg), space, folder, None
 
 
-def _prepare_data(base: RunConfig) -> None:
-    """Generate a synthetic set once, in the driver, rather than racing in concurrent trials."""
-    if base.data.format == "synthetic":
-        from detectors.data import load_samples
-
-        load_samples(base.data, "train")
+def _check_data(base: RunConfig, address: RayAddress) -> None:
+    """Read the data as the trials will, before Ray starts: every label parsed, every image header read,
+    one line naming the file (a synthetic set is generated here once, rather than racing in trials).
+    With Ray Client the trials may see a root this machine lacks: then the trials read it themselves."""
+    if address.is_client and base.data.format != "synthetic" and not Path(base.data.root).exists():
+        return
+    check_data(base)
 
 
 def _study_tags(options: StudyOptions, seed: int) -> dict[str, str]:
@@ -106,8 +109,8 @@ def run_study(options: StudyOptions) -> StudySummary:
     uri = tracking.resolve_tracking_uri(base.tracking.uri, options.workdir, recorded)
     address = options.ray_address
     address.check_client_mode(uri, options.storage)
+    _check_data(base, address)
     address.check_reachable()
-    _prepare_data(base)
     print(tracking.check_tracking(uri), flush=True)
     storage = options.storage or str(Path(options.workdir).resolve())
     config_text = config_to_yaml(base)
@@ -171,7 +174,7 @@ def _summarise(options: StudyOptions, folder: Path, uri: str, results: Any, unlo
             if better:
                 best_trial, best_value = metrics.get("trial_id"), float(value)
     return StudySummary(options.name, folder, tracking.redact_uri(uri), statuses, best_trial, best_value,
-                        unlogged, elapsed)
+                        unlogged, elapsed, options.metric)
 
 
 def _finish_tracking(tracker: tracking.StudyTracker, status: str, timeout: float) -> int:

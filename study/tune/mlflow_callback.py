@@ -22,7 +22,7 @@ from ray import tune
 from detectors.config import RunConfig, flatten_config
 from study import tracking
 from study.search_space import with_params
-from study.tune.results import epoch_metrics, trial_status
+from study.tune.results import epoch_metrics, is_terminal_failure, trial_status
 
 # Trackers live in the driver process; the (pickled, restorable) callback finds its own by key.
 TRACKERS: dict[str, tracking.StudyTracker] = {}
@@ -115,7 +115,7 @@ class MLflowCallback(tune.Callback):
 
     @_guarded
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if result.get("nonfinite") or "epoch" not in result:
+        if is_terminal_failure(result) or "epoch" not in result:
             return
         self.tracker.trial_epoch(trial.trial_id, int(result["epoch"]), epoch_metrics(result),
                                  result.get("timestamp"))
@@ -124,7 +124,7 @@ class MLflowCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         status = trial_status(last)
-        error = str(last.get("error", "non-finite loss")) if status == "nonfinite" else None
+        error = str(last.get("error", "non-finite loss")) if status in ("nonfinite", "error") else None
         self._finish(trial, status, error)
 
     @_guarded

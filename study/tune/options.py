@@ -79,13 +79,28 @@ class StudySummary:
     best_value: float | None
     unlogged: int  # MLflow writes still pending at exit (back-filled by --resume)
     elapsed_s: float
+    metric: str = "map"
+
+    @property
+    def succeeded(self) -> bool:
+        """At least one trial trained all its epochs to a finite value of the metric."""
+        return self.best_trial is not None
+
+    @property
+    def counts(self) -> str:
+        return ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items())) or "no trial"
 
     def describe(self, workdir: str | Path) -> str:
         """What a user reads at the end of a sweep: counts, the best trial, the commands to run next."""
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
-        lines = [f"study {self.name}: {counts} in {self.elapsed_s:.0f} s; folder {self.folder}"]
-        if self.best_trial:
-            lines.append(f"best trial {self.best_trial}: {self.best_value:.4f}")
-        lines.append(f"next: mssd export {self.name} --workdir {workdir} --out best.yaml;  "
-                     f"mssd report {self.name} --workdir {workdir};  mssd ui --workdir {workdir}")
+        lines = [f"study {self.name}: {self.counts} in {self.elapsed_s:.0f} s; folder {self.folder}"]
+        if self.succeeded:
+            # 4 significant digits: an early mAP of 0.00012 must not read as 0.0000
+            lines.append(f"best trial {self.best_trial}: {self.metric} {self.best_value:.4g}")
+            lines.append(f"next: mssd export {self.name} --workdir {workdir} --out best.yaml;  "
+                         f"mssd report {self.name} --workdir {workdir};  mssd ui {self.name} --workdir {workdir}")
         return "\n".join(lines)
+
+    def failure(self) -> str:
+        """The one line ``mssd tune`` exits with when no trial completed."""
+        return (f"study {self.name}: no trial completed with a finite {self.metric} ({self.counts}); each "
+                f"trial's error is its MLflow run's mssd.error tag (`mssd report {self.name}` lists them)")

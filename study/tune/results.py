@@ -14,7 +14,7 @@ from study.search_space import with_params
 _TUNE_KEYS = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "hostname",
               "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "done",
               "trial_id", "date", "config", "experiment_tag", "should_checkpoint", "final", "evaluated",
-              "nonfinite", "error"}
+              "nonfinite", "failed", "error"}
 _EVAL_METRICS = ("map", "ap50", "ap75", "aps", "apm", "apl")
 
 
@@ -31,9 +31,19 @@ def _is_eval_metric(key: str) -> bool:
     return key in _EVAL_METRICS or key.startswith("ap/")
 
 
+def is_terminal_failure(result: dict[str, Any]) -> bool:
+    """The one result a trial reports when it ends on a non-finite loss or a data/config error."""
+    return bool(result.get("nonfinite") or result.get("failed"))
+
+
 def trial_status(last: dict[str, Any]) -> str:
-    """``nonfinite``, ``completed`` (trained every epoch) or ``early_stopped``, from a trial's last result."""
-    return "nonfinite" if last.get("nonfinite") else "completed" if last.get("final") else "early_stopped"
+    """``nonfinite``, ``error`` (bad data or config), ``completed`` (trained every epoch) or
+    ``early_stopped``, from a trial's last result."""
+    if last.get("nonfinite"):
+        return "nonfinite"
+    if last.get("failed"):
+        return "error"
+    return "completed" if last.get("final") else "early_stopped"
 
 
 def _trial_results(experiment_path: str) -> list[str]:
@@ -69,7 +79,7 @@ def backfill(experiment_path: str, tracker: tracking.StudyTracker, base: RunConf
             cfg = with_params(base, rows[0].get("config") or {})
             tracker.trial_started(trial_id, f"trial_{trial_id}", flatten_config(cfg), searched)
         for row in rows:
-            if not row.get("nonfinite"):
+            if not is_terminal_failure(row):
                 tracker.trial_epoch(trial_id, int(row["epoch"]), epoch_metrics(row), row.get("timestamp"))
         if new:  # its status as far as the results tell; a trial Tune resumes updates it again
             last = rows[-1]

@@ -51,7 +51,7 @@ class StudyOptunaSearch(OptunaSearch):
         return self._ot_trials.get(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if result.get("nonfinite") or not result.get("evaluated", 1.0):
+        if result.get("nonfinite") or result.get("failed") or not result.get("evaluated", 1.0):
             return
         ot_trial = self._optuna_trial(trial_id)
         if ot_trial is not None and self.metric in result and trial_id not in self._completed_trials:
@@ -93,7 +93,8 @@ class StudyOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         value = None if result is None else result.get(self.metric)
-        if error or result is None or result.get("nonfinite") or value is None or not math.isfinite(value):
+        if (error or result is None or result.get("nonfinite") or result.get("failed") or value is None
+                or not math.isfinite(value)):
             self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
         else:
             # The last result reaches searchers only here when the scheduler stopped the trial on it.

@@ -7,8 +7,10 @@ truncated checkpoint for the previous complete one.
 
 A non-finite loss (``NonFiniteLossError``) is caught here, reported as one terminal result
 ``{"nonfinite": 1, <metric>: worst}``, and the trial returns: it ends at once and is never retried
-(retrying would diverge again). Any other exception propagates to Tune, which retries up to
-``max_failures`` times from the last reported checkpoint.
+(retrying would diverge again). Any other ``MSSDError`` (bad data, a config the schema refuses) is
+deterministic too: reported as ``{"failed": 1, "error": <one line>}``, never retried. Any other
+exception (a lost node, an injected fault) propagates to Tune, which retries up to ``max_failures``
+times from the last reported checkpoint.
 """
 
 from __future__ import annotations
@@ -118,7 +120,11 @@ def _train_trial(params: dict[str, Any], *, base: RunConfig, metric: str, mode: 
                  marker_dir: str) -> None:
     import torch
 
-    cfg = with_params(base, params)
+    try:
+        cfg = with_params(base, params)
+    except MSSDError as exc:  # a sampled value the schema refuses: deterministic, never retried
+        _report_terminal({"failed": 1.0, "error": str(exc)}, 1, metric, mode)
+        return
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     # Loader processes from the CPUs Ray gave this trial, not the config's whole-machine figure: trials
@@ -155,9 +161,16 @@ def _fit_trial(cfg: RunConfig, workdir: Path, *, metric: str, mode: str, fault: 
     try:
         fit(cfg, workdir, callbacks=callbacks, resume=resume)
     except NonFiniteLossError as exc:
-        worst = -math.inf if mode == "max" else math.inf
-        tune.report({"nonfinite": 1.0, "epoch": reporter.last_epoch + 1, metric: worst, "final": 0.0,
-                     "evaluated": 0.0, "error": str(exc)})
+        _report_terminal({"nonfinite": 1.0, "error": str(exc)}, reporter.last_epoch + 1, metric, mode)
+    except MSSDError as exc:  # bad data or config: a retry would fail the same way (str(): one line)
+        _report_terminal({"failed": 1.0, "error": str(exc)}, reporter.last_epoch + 1, metric, mode)
+
+
+def _report_terminal(flags: dict[str, Any], epoch: int, metric: str, mode: str) -> None:
+    """End the trial with one result carrying the worst value: Tune sees it finish (no retry), ASHA ranks it
+    last, and the searcher and MLflow callback read ``nonfinite`` / ``failed`` (``study.tune.results``)."""
+    worst = -math.inf if mode == "max" else math.inf
+    tune.report({**flags, "epoch": epoch, metric: worst, "final": 0.0, "evaluated": 0.0})
 
 
 def build_trainable(base: RunConfig, *, metric: str, mode: str, cpus: float, gpus: float, fault: str | None,
