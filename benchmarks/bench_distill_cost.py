@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from detectors import build_detector
-from detectors.config import LossesConfig, MADConfig, MSSDConfig
+from detectors.config import GtLossConfig, LossesConfig, MADConfig, MSSDConfig
 from detectors.distillation import build_distillation
 from detectors.engine.schedule import build_sgd
 from detectors.yolov5.loss import YOLOv5Loss
@@ -66,13 +66,13 @@ def make_step(name: str, *, img: int, num_classes: int, distillation: bool):
     torch.manual_seed(0)
     model = build_detector(name, num_classes=num_classes).train()
     distill = build_distillation(losses_config(distillation), model).train()
-    loss_fn = YOLOv5Loss(model, img_size=img)
+    loss_fn = YOLOv5Loss(model, img_size=img, gains=GtLossConfig())
     optimizer = build_sgd([model, distill], lr=0.01, momentum=0.937, weight_decay=5e-4)
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def step(images: torch.Tensor, targets: torch.Tensor) -> None:
         output = model(images)
-        gt_total, _ = loss_fn(output.head_maps, targets)
+        gt_total, _ = loss_fn(output.head, targets)
         terms = distill(output, targets, img)
         loss = distill.total_loss(gt_total, terms, images.shape[0])
         loss.backward()

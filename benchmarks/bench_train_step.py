@@ -22,7 +22,7 @@ import time
 import torch
 
 from detectors import build_detector
-from detectors.config import LossesConfig, MADConfig, MSSDConfig
+from detectors.config import GtLossConfig, LossesConfig, MADConfig, MSSDConfig
 from detectors.distillation import build_distillation
 from detectors.engine.ema import ModelEMA
 from detectors.engine.schedule import build_sgd
@@ -54,13 +54,13 @@ def make_step(name: str, *, img: int, num_classes: int, distillation: bool, chan
     distill = build_distillation(
         LossesConfig(mssd=MSSDConfig(enabled=enabled), mad=MADConfig(enabled=enabled)), model
     ).train()
-    loss_fn = YOLOv5Loss(model, img_size=img)
+    loss_fn = YOLOv5Loss(model, img_size=img, gains=GtLossConfig())
     optimizer = build_sgd([model, distill], lr=0.01, momentum=0.937, weight_decay=5e-4)
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def step(images: torch.Tensor, targets: torch.Tensor) -> float:
         output = model(images)
-        gt_total, _ = loss_fn(output.head_maps, targets)
+        gt_total, _ = loss_fn(output.head, targets)
         terms = distill(output, targets, img)
         loss = distill.total_loss(gt_total, terms, images.shape[0])
         loss.backward()

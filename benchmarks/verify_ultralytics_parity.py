@@ -244,7 +244,7 @@ def check_model(DetectionModel, package_dir: Path, name: str, nc: int, sizes: li
         ours.train()
         with torch.no_grad():
             maps_t = theirs(images)
-            maps_o = ours(images).head_maps
+            maps_o = ours(images).head
         d_train = max(max_diff(a, b) for a, b in zip(maps_t, maps_o, strict=True))
         # Training forward updated BatchNorm running stats on both sides alike; check, then go to eval.
         d_running = max(max_diff(a, b) for (k, a), b in zip(theirs.state_dict().items(), ours.state_dict().values(),
@@ -335,12 +335,12 @@ def timing(DetectionModel, ComputeLoss, smart_optimizer, package_dir: Path, name
         if channels_last:  # our trainer's layout
             model.to(memory_format=torch.channels_last)
             x = images.contiguous(memory_format=torch.channels_last)
-        loss_fn = YOLOv5Loss(model, img_size=img)
+        loss_fn = YOLOv5Loss(model, img_size=img, gains=GtLossConfig())
         opt = build_sgd([model], lr=hyp["lr0"], momentum=hyp["momentum"], weight_decay=hyp["weight_decay"] * batch / 64)
         params = [p for g in opt.param_groups for p in g["params"]]
 
         def step() -> None:
-            total, _ = loss_fn(model(x).head_maps, targets)
+            total, _ = loss_fn(model(x).head, targets)
             total.backward()
             torch.nn.utils.clip_grad_norm_(params, max_norm=10.0)
             opt.step()

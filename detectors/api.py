@@ -37,8 +37,6 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from detectors.config import RunConfig
-
 
 class DetectorOutput(NamedTuple):
     """Training-mode output of every detector.
@@ -151,8 +149,9 @@ class WeightsReport(Protocol):
 class Recipe:
     """A family's training defaults; a config starts from them (explicit config values win).
 
-    ``config_defaults()`` turns them into config keys (``train.*``, ``data.augment.*``), which is how
-    ``parse_config`` applies them; the remaining fields are conventions the engine follows.
+    ``config_defaults()`` turns the optimisation fields into ``train.*`` config keys, which is how
+    ``parse_config`` applies them; ``augment`` is resolved by the data layer (a null ``data.augment.*``
+    key takes the recipe's value); the remaining fields are conventions the engine follows.
     """
 
     lr0: float  # initial learning rate (train.lr0)
@@ -172,15 +171,14 @@ class Recipe:
     optimizer: str = "sgd"  # SGD with three groups (engine/schedule.py); the only one the engine has
     schedule: str = "cosine"  # lr from lr0 to lr0 * lrf over the run after the warmup
     stride_multiple: int = 32  # data.img_size must be a multiple of this (the largest stride)
-    # data.augment.* defaults, resolved by the data layer's config (keys it does not know are an error).
+    # data.augment.* defaults by key, resolved by the data layer; empty: the data layer's own defaults.
     augment: Mapping[str, Any] = field(default_factory=dict)
 
     def config_defaults(self) -> dict[str, Any]:
-        """The recipe as nested config keys: ``{"train": {...}, "data": {"augment": {...}}}``."""
-        train = {key: getattr(self, key) for key in (
+        """The optimisation fields as nested config keys: ``{"train": {"lr0": ..., ...}}``."""
+        return {"train": {key: getattr(self, key) for key in (
             "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
-            "ema_decay", "nominal_batch")}
-        return {"train": train, "data": {"augment": dict(self.augment)}}
+            "ema_decay", "nominal_batch")}}
 
 
 @dataclass(frozen=True)
@@ -217,8 +215,8 @@ class Family:
     sizes: tuple[str, ...]  # detector names, e.g. ("yolov5n", ..., "yolov5x")
     # (size name, num_classes, tap set, **family options) -> a Detector (an nn.Module)
     build_model: Callable[..., nn.Module]
-    # (model, RunConfig) -> DetectionLoss
-    build_loss: Callable[[nn.Module, RunConfig], DetectionLoss]
+    # (model, cfg: detectors.config.RunConfig) -> DetectionLoss (typed Any: the config imports the zoo)
+    build_loss: Callable[[nn.Module, Any], DetectionLoss]
     # (model, path) -> WeightsReport: official checkpoints (and plain state dicts) into the model
     load_weights: Callable[[nn.Module, Path], WeightsReport]
     recipe: Recipe

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
 from detectors.errors import ConfigError
-
-DETECTOR_NAMES = ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")
+from detectors.zoo import DETECTORS, family_of, tap_set
 
 
 def _rule(default: Any = dataclasses.MISSING, *, factory: Any = None, **checks: Any) -> Any:
@@ -33,9 +32,13 @@ def _rule(default: Any = dataclasses.MISSING, *, factory: Any = None, **checks: 
 
 @dataclass
 class DetectorConfig:
-    name: str = _rule("yolov5s", choices=DETECTOR_NAMES)
-    # Initial weights: a state dict or an official Ultralytics checkpoint; null trains from scratch.
+    name: str = _rule("yolov5s", choices=tuple(DETECTORS))
+    # Initial weights: one of our checkpoints, a state dict, or the family's official checkpoint
+    # (Ultralytics .pt for YOLOv5); null trains from scratch.
     weights: str | None = None
+    # MSSD's teacher/student pairing, a tap set of the detector's family (detectors/<family>/family.py);
+    # null: the family's default (DESIGN.md's reading), filled in by parse_config.
+    taps: str | None = None
 
 
 @dataclass
@@ -198,6 +201,9 @@ class TrainConfig:
     warmup_epochs: float = _rule(3.0, ge=0.0)
     warmup_momentum: float = _rule(0.8, ge=0.0, lt=1.0)
     warmup_bias_lr: float = _rule(0.1, ge=0.0)
+    # Gradients accumulate to about this many images per step and the weight decay is scaled to it
+    # (YOLOv5's nbs); null: one step per batch, weight decay as given. Default from the family's recipe.
+    nominal_batch: int | None = _rule(64, ge=1)
     ema: bool = True
     ema_decay: float = _rule(0.9999, gt=0.0, lt=1.0)
     grad_clip: float | None = _rule(10.0, gt=0.0)  # max grad norm; null disables
@@ -245,8 +251,11 @@ class RunConfig:
 
 
 def _check_cross_fields(cfg: RunConfig) -> None:
-    if cfg.data.img_size % 32:
-        raise ConfigError(f"data.img_size: expected a multiple of 32 (the largest stride), got {cfg.data.img_size}")
+    tap_set(cfg.detector.name, cfg.detector.taps)  # a ConfigError naming the family's tap sets if unknown
+    multiple = family_of(cfg.detector.name).recipe.stride_multiple
+    if cfg.data.img_size % multiple:
+        raise ConfigError(f"data.img_size: expected a multiple of {multiple} (the largest stride of "
+                          f"{cfg.detector.name}), got {cfg.data.img_size}")
     if not cfg.data.classes:
         raise ConfigError("data.classes: expected at least one class name, got an empty list")
     if len(set(cfg.data.classes)) != len(cfg.data.classes):
@@ -358,10 +367,36 @@ def _join(path: str, key: str) -> str:
 
 
 def parse_config(data: dict | None) -> RunConfig:
-    """Build a validated ``RunConfig`` from a plain dict; missing keys take their defaults."""
-    cfg = _build(RunConfig, data or {}, "")
+    """Build a validated ``RunConfig`` from a plain dict; missing keys take their defaults.
+
+    Defaults come from the detector family's recipe first (``train.*``, ``data.augment.*`` and
+    ``detector.taps``, see ``detectors.api.Recipe``), then from the dataclasses below.
+    """
+    data = data or {}
+    cfg = _build(RunConfig, _with_family_defaults(data), "")
+    if cfg.detector.taps is None:
+        cfg.detector.taps = family_of(cfg.detector.name).default_taps
     _check_cross_fields(cfg)
     return cfg
+
+
+def _with_family_defaults(data: dict) -> dict:
+    """``data`` over the defaults of its detector's family (``data`` wins key by key)."""
+    detector = data.get("detector")
+    name = detector.get("name", DetectorConfig.name) if isinstance(detector, dict) else DetectorConfig.name
+    if not isinstance(name, str) or name not in DETECTORS:
+        return data  # _build reports the bad name with the known ones
+    family = family_of(name)
+    defaults = {**family.recipe.config_defaults(), "detector": {"taps": family.default_taps}}
+    return _merge(defaults, data)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_mappings else value
+    return merged
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from detectors.config import LossesConfig
 from detectors.errors import ConfigError
+from detectors.model_info import count_params
 from losses.combine import combine_losses
 from losses.mask_loss import MaskAssistedLoss
 from losses.mssd import MSSDLoss
@@ -141,8 +142,8 @@ class Distillation(nn.Module):
 
     def count_parameters(self) -> dict[str, int]:
         """Training-only parameters: ``{"mssd": projectors, "mad": adapters, "total": both}``."""
-        mssd = sum(p.numel() for p in self.mssd.parameters()) if self.mssd is not None else 0
-        mad = sum(p.numel() for p in self.mad.parameters()) if self.mad is not None else 0
+        mssd = count_params(self.mssd) if self.mssd is not None else 0
+        mad = count_params(self.mad) if self.mad is not None else 0
         return {"mssd": mssd, "mad": mad, "total": mssd + mad}
 
 

@@ -103,8 +103,9 @@ def count_distillation(model: nn.Module, distillation: nn.Module, img_size: int)
 def model_info(
     model: nn.Module, *, name: str, num_classes: int, img_size: int = 640, distillation: nn.Module | None = None
 ) -> ModelInfo:
-    if img_size < 32 or img_size % 32:
-        raise ValueError(f"img_size: expected a positive multiple of 32, got {img_size}")
+    multiple = max(model.strides)  # the contract's strides: the input must tile the coarsest level
+    if img_size < multiple or img_size % multiple:
+        raise ValueError(f"img_size: expected a positive multiple of {multiple}, got {img_size}")
     parts = count_distillation(model, distillation, img_size) if distillation is not None else None
     return ModelInfo(
         name=name,

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from detectors.api import Family, TapSet
 from detectors.errors import ConfigError
@@ -51,3 +51,8 @@ def build_detector(name: str, *, num_classes: int, taps: str | None = None, **op
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ConfigError(f"num_classes: expected an integer >= 1, got {num_classes!r}")
     return family.build_model(name, num_classes, tap_set(name, taps), **options)
+
+
+def build_detector_for(cfg: Any) -> nn.Module:
+    """The detector a ``RunConfig`` describes: ``detector.name`` and ``detector.taps``, its class count."""
+    return build_detector(cfg.detector.name, num_classes=cfg.num_classes, taps=cfg.detector.taps)

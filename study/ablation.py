@@ -268,12 +268,12 @@ def variant_costs(cfg: RunConfig) -> dict[str, dict[str, float]]:
     """Per variant: detector + training-only params and GFLOPs at ``cfg.data.img_size`` (Table 2 columns)."""
     import torch
 
-    from detectors import build_detector
     from detectors.distillation import build_distillation
     from detectors.model_info import model_info
+    from detectors.zoo import build_detector_for
 
     torch.manual_seed(0)
-    model = build_detector(cfg.detector.name, num_classes=cfg.num_classes)
+    model = build_detector_for(cfg)
     costs = {}
     for variant in VARIANTS:
         losses = parse_config(apply_params(config_to_dict(cfg), {SWITCHES[0]: variant.mssd,

@@ -13,7 +13,7 @@ import numpy as np
 from detectors.data.kitti import LABEL_FIELDS, format_label_line, parse_label_line
 from detectors.data.sample import Sample, class_index
 from detectors.errors import DataFormatError
-from detectors.engine.evaluation import Detections
+from detectors.api import Detections
 
 
 def read_kitti_detections(pred_dir: str | Path, samples: list[Sample],

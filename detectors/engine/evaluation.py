@@ -22,29 +22,16 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from detectors.api import Detections
 from detectors.data.sample import Sample
 
 METRIC_KEYS = ("map", "ap50", "ap75", "aps", "apm", "apl")
 MAX_DETS = 100  # COCO's AP is computed at 100 detections per image and class
 
-
-@dataclass(frozen=True)
-class Detections:
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (K, 4) xyxy original px
-    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (K,)
-    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (K,)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "boxes", np.asarray(self.boxes, np.float32).reshape(-1, 4))
-        object.__setattr__(self, "scores", np.asarray(self.scores, np.float32).reshape(-1))
-        object.__setattr__(self, "classes", np.asarray(self.classes, np.int64).reshape(-1))
-        if not len(self.boxes) == len(self.scores) == len(self.classes):
-            raise ValueError(f"Detections: {len(self.boxes)} boxes, {len(self.scores)} scores, "
-                             f"{len(self.classes)} classes")
+__all__ = ["METRIC_KEYS", "Detections", "evaluate", "format_metrics"]
 
 
 def _xywh(box) -> list[float]:
@@ -69,7 +56,7 @@ def _ground_truth(samples: list[Sample], num_classes: int) -> dict:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def _detections(samples: list[Sample], predictions: dict, num_classes: int) -> list[dict]:
+def _detections(samples: list[Sample], predictions: dict[int, Detections], num_classes: int) -> list[dict]:
     results = []
     for s in samples:
         det = predictions.get(s.image_id)

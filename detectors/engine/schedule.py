@@ -3,8 +3,10 @@
 - Three SGD parameter groups chosen by a rule, not by names: 0 = biases (no weight decay), 1 = every
   other weight (weight decay), 2 = normalisation-layer weights (no weight decay). Group 0 first because
   the bias warmup addresses it by position, as YOLOv5 does.
-- Nominal batch 64: gradients accumulate over ``round(64 / batch_size)`` batches before a step, and the
-  weight decay is scaled by ``batch_size * accumulate / 64`` so its strength per image does not change.
+- Nominal batch (``train.nominal_batch``, YOLOv5: 64): gradients accumulate over
+  ``round(64 / batch_size)`` batches before a step, and the weight decay is scaled by
+  ``batch_size * accumulate / 64`` so its strength per image does not change. ``None`` (YOLOX's recipe):
+  one step per batch and the weight decay as given.
 - Learning rate per epoch: cosine "one cycle" from ``lr0`` to ``lr0 * lrf`` over the run.
 - Warmup over the first ``warmup_epochs * steps_per_epoch`` iterations: bias lr falls from
   ``warmup_bias_lr``, the other lrs rise from 0, momentum rises from ``warmup_momentum``, and the
@@ -29,13 +31,15 @@ BIAS_GROUP, DECAY_GROUP, NORM_GROUP = 0, 1, 2
 _NORM_TYPES = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
 
 
-def accumulate_steps(batch_size: int, nominal_batch: int = NOMINAL_BATCH) -> int:
-    """Batches per optimiser step so that a step sees about ``nominal_batch`` images."""
-    return max(round(nominal_batch / batch_size), 1)
+def accumulate_steps(batch_size: int, nominal_batch: int | None = NOMINAL_BATCH) -> int:
+    """Batches per optimiser step so that a step sees about ``nominal_batch`` images (None: 1)."""
+    return 1 if nominal_batch is None else max(round(nominal_batch / batch_size), 1)
 
 
-def scaled_weight_decay(weight_decay: float, batch_size: int, nominal_batch: int = NOMINAL_BATCH) -> float:
+def scaled_weight_decay(weight_decay: float, batch_size: int, nominal_batch: int | None = NOMINAL_BATCH) -> float:
     """Weight decay per step for a step of ``batch_size * accumulate`` images instead of the nominal 64."""
+    if nominal_batch is None:
+        return weight_decay
     return weight_decay * batch_size * accumulate_steps(batch_size, nominal_batch) / nominal_batch
 
 
@@ -114,6 +118,7 @@ class Schedule:
     warmup_iters: int
     warmup_bias_lr: float
     warmup_momentum: float
+    nominal_batch: int | None = NOMINAL_BATCH
 
     @classmethod
     def from_config(cls, train_cfg, *, steps_per_epoch: int) -> Schedule:
@@ -128,6 +133,7 @@ class Schedule:
             warmup_iters=round(train_cfg.warmup_epochs * steps_per_epoch),
             warmup_bias_lr=train_cfg.warmup_bias_lr,
             warmup_momentum=train_cfg.warmup_momentum,
+            nominal_batch=train_cfg.nominal_batch,
         )
 
     def epoch_lr(self, epoch: int) -> float:
@@ -137,7 +143,7 @@ class Schedule:
     def at(self, iteration: int, epoch: int) -> StepSettings:
         """Settings for global 0-based ``iteration``, which falls in 0-based ``epoch``."""
         lr = self.epoch_lr(epoch)
-        full_accumulate = accumulate_steps(self.batch_size)
+        full_accumulate = accumulate_steps(self.batch_size, self.nominal_batch)
         if self.warmup_iters <= 0 or iteration > self.warmup_iters:
             return StepSettings((lr, lr, lr), self.momentum, full_accumulate)
         span = [0, self.warmup_iters]
@@ -145,7 +151,8 @@ class Schedule:
         weight_lr = float(np.interp(iteration, span, [0.0, lr]))
         momentum = float(np.interp(iteration, span, [self.warmup_momentum, self.momentum]))
         # np.round: half to even, like YOLOv5's ``np.interp(...).round()``.
-        accumulate = max(1, int(np.round(np.interp(iteration, span, [1, NOMINAL_BATCH / self.batch_size]))))
+        ramp_end = 1.0 if self.nominal_batch is None else self.nominal_batch / self.batch_size
+        accumulate = max(1, int(np.round(np.interp(iteration, span, [1, ramp_end]))))
         return StepSettings((bias_lr, weight_lr, weight_lr), momentum, accumulate)
 
 

@@ -3,16 +3,21 @@
 One epoch = the train loader once (capped at ``train.max_steps_per_epoch``), then, every
 ``eval_interval`` epochs and at the last, COCO-style evaluation of the EMA weights on the val split,
 then ``workdir/checkpoints/last.pt`` (and ``best.pt`` when the fitness improved), then the
-``after_epoch`` callbacks. YOLOv5 v7.0's recipe throughout (``detectors.engine.schedule``, ``detectors.engine.ema``):
-three SGD groups, warmup, cosine lr, nominal batch 64, EMA, AMP and channels_last on CUDA.
+``after_epoch`` callbacks. The detector, its loss L_gt and its weight loader come from its family
+(``detectors.zoo``, contract in ``detectors.api``); the loop never names a family. Optimisation as
+YOLOv5 v7.0's recipe (``detectors.engine.schedule``, ``detectors.engine.ema``): three SGD groups,
+warmup, cosine lr, nominal batch (``train.nominal_batch``), EMA, AMP and channels_last on CUDA; the
+values come from the config, whose defaults come from the family's ``Recipe``.
 
-Each step backpropagates eq 7 in YOLOv5's batch convention,
-``batch_size * (L_gt + lambda_distill * L_distill + lambda_mask * L_mask)``, with the distillation
-modules (``detectors.distillation``) trained and checkpointed beside the detector.
+Each step backpropagates eq 7 in the family's batch convention: YOLOv5's
+``batch_size * (L_gt + lambda_distill * L_distill + lambda_mask * L_mask)`` when
+``recipe.loss_scaled_by_batch``, else the same sum unscaled, with the distillation modules
+(``detectors.distillation``) trained and checkpointed beside the detector. At the start of every epoch
+the model, the loss and the training dataset get ``start_epoch(epoch, epochs)`` when they define it.
 
 Callbacks implement any of ``before_train(trainer)``, ``after_step(trainer, step, items)`` (``step`` is
 the 1-based iteration count over the whole run; ``items`` the step's per-image loss terms as floats,
-keys as ``LOSS_TERMS``), ``after_epoch(trainer, epoch, metrics)`` (after the epoch's checkpoint is on
+keys as ``trainer.loss_terms``), ``after_epoch(trainer, epoch, metrics)`` (after the epoch's checkpoint is on
 disk) and ``after_train(trainer, metrics)``. The loop never looks at what a callback is.
 
 One deliberate difference from YOLOv5: gradients still accumulating at the end of an epoch are applied
@@ -34,7 +39,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from detectors import build_detector
 from detectors.config import RunConfig, config_to_dict, flatten_config
 from detectors.data import build_dataloader, load_samples
 from detectors.distillation import TERMS, build_distillation
@@ -52,12 +56,11 @@ from detectors.engine.ema import ModelEMA
 from detectors.engine.schedule import DECAY_GROUP, Schedule, apply_settings, build_sgd, scaled_weight_decay
 from detectors.engine.validate import eval_loader, fitness, load_model_weights, resolve_device, validate
 from detectors.errors import ConfigError, NonFiniteLossError
-from detectors.yolov5.loss import YOLOv5Loss
+from detectors.zoo import build_detector_for, family_of
 
 log = logging.getLogger(__name__)
 
-# Per-image loss terms, logged as ``loss/<name>``; the first non-finite one is named in the error.
-LOSS_TERMS = ("total", "gt", "box", "obj", "cls", *TERMS)
+EPOCH_HOOK = "start_epoch"  # detectors.api: start_epoch(epoch, epochs) on model, loss, distillation, dataset
 CALLBACK_HOOKS = ("before_train", "after_step", "after_epoch", "after_train")
 # Config keys a resumed run may change: where things are and how fast, not what is computed.
 # (train.epochs may grow to extend a run; the cosine schedule then follows the new length.)
@@ -112,10 +115,11 @@ class Trainer:
         train = cfg.train
 
         seed_everything(cfg.seed)
-        self.model = build_detector(cfg.detector.name, num_classes=cfg.num_classes)
+        self.family = family_of(cfg.detector.name)
+        self.model = build_detector_for(cfg)
         weights = weights if weights is not None else cfg.detector.weights
         if weights:
-            load_model_weights(self.model, weights)
+            load_model_weights(self.model, weights, self.family.load_weights)
         self.distillation = build_distillation(cfg.losses, self.model)
         self.model.to(self.device)
         self.distillation.to(self.device)
@@ -124,12 +128,14 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
             self.distillation.to(memory_format=torch.channels_last)
-        self.loss_fn = YOLOv5Loss(self.model, img_size=cfg.data.img_size, gains=cfg.losses.gt)
+        self.loss_fn = self.family.build_loss(self.model, cfg)
+        # Per-image loss terms, logged as ``loss/<name>``; the first non-finite one is named in the error.
+        self.loss_terms = ("total", "gt", *(f"gt/{t}" for t in self.loss_fn.term_names), *TERMS)
         self.optimizer = build_sgd(
             [self.model, self.distillation],
             lr=train.lr0,
             momentum=train.momentum,
-            weight_decay=scaled_weight_decay(train.weight_decay, train.batch_size),
+            weight_decay=scaled_weight_decay(train.weight_decay, train.batch_size, train.nominal_batch),
         )
         self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -143,6 +149,7 @@ class Trainer:
         self.train_loader = build_dataloader(
             cfg.data, self.train_samples, batch_size=train.batch_size, augment=True, shuffle=True,
             seed=cfg.seed, pin_memory=self.use_cuda, epochs=train.epochs,  # epochs: close_mosaic's switch-off
+            augment_defaults=self.family.recipe.augment,
         )
         self.val_loader = eval_loader(cfg, self.val_samples, pin_memory=self.use_cuda)
         self.steps_per_epoch = min(len(self.train_loader), train.max_steps_per_epoch or len(self.train_loader))
@@ -185,13 +192,17 @@ class Trainer:
         started = time.perf_counter()
         self.model.train()
         self.distillation.train()
-        sums = dict.fromkeys(LOSS_TERMS, 0.0)
+        sums = dict.fromkeys(self.loss_terms, 0.0)
         images_seen = 0
         train_seconds = 0.0
         nb = self.steps_per_epoch
         first = (epoch - 1) * nb  # global index of this epoch's first iteration
         last_step_at = first - 1  # the previous epoch flushed its gradients
         self.train_loader.sampler.set_epoch(epoch - 1)  # order and augmentation depend on (seed, epoch)
+        for part in (self.model, self.loss_fn, self.distillation, self.train_loader.dataset):
+            hook = getattr(part, EPOCH_HOOK, None)
+            if hook is not None:
+                hook(epoch, self.cfg.train.epochs)
         for i, batch in enumerate(self.train_loader):
             if i >= nb:
                 break
@@ -208,7 +219,7 @@ class Trainer:
             train_seconds += time.perf_counter() - step_started
             size = len(batch.image_ids)
             images_seen += size
-            for name in LOSS_TERMS:
+            for name in self.loss_terms:
                 sums[name] += items[name] * size
             self.global_step = iteration + 1
             self._emit("after_step", self, self.global_step, items)
@@ -218,7 +229,7 @@ class Trainer:
             train_seconds += time.perf_counter() - step_started
 
         metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[DECAY_GROUP]["lr"]}
-        metrics.update({f"loss/{name}": sums[name] / max(images_seen, 1) for name in LOSS_TERMS})
+        metrics.update({f"loss/{name}": sums[name] / max(images_seen, 1) for name in self.loss_terms})
         metrics["time/train_steps"] = train_seconds
         metrics["time/eval"] = 0.0
         improved = False
@@ -249,17 +260,18 @@ class Trainer:
         batch_size = images.shape[0]
         with torch.autocast(self.device.type, enabled=self.amp):
             output = self.model(images)
-            gt_total, items = self.loss_fn(output.head_maps, targets)
+            gt_total, items = self.loss_fn(output, targets)
             terms = self.distillation(output, targets, self.cfg.data.img_size)
-        loss = self.distillation.total_loss(gt_total, terms, batch_size)  # eq 7, times batch_size
+        scale = batch_size if self.family.recipe.loss_scaled_by_batch else 1
+        loss = self.distillation.total_loss(gt_total, terms, scale)  # eq 7 in the family's batch convention
 
-        gt = items["box"] + items["obj"] + items["cls"]
-        per_image = loss.detach() / batch_size
-        values = torch.stack([per_image.float(), gt.float(), *(items[k].float() for k in ("box", "obj", "cls")),
+        gt_items = [items[k].float() for k in self.loss_fn.term_names]
+        per_image = loss.detach() / scale
+        values = torch.stack([per_image.float(), torch.stack(gt_items).sum(), *gt_items,
                               *(terms[k].detach().float() for k in TERMS)]).tolist()  # one device sync
-        result = dict(zip(LOSS_TERMS, values, strict=True))
+        result = dict(zip(self.loss_terms, values, strict=True))
         if not math.isfinite(result["total"]):
-            raise NonFiniteLossError(_non_finite_message(result, epoch, step))
+            raise NonFiniteLossError(_non_finite_message(result, self.loss_terms, epoch, step))
         self.scaler.scale(loss).backward()
         return result
 
@@ -339,8 +351,8 @@ class Trainer:
             raise ConfigError(f"{path}: cannot resume with a different config: {details}")
 
 
-def _non_finite_message(values: dict[str, float], epoch: int, step: int) -> str:
-    # Name the component that went bad, not the sum it poisoned.
-    term = next((k for k in ("box", "obj", "cls", *TERMS) if not math.isfinite(values[k])), "total")
+def _non_finite_message(values: dict[str, float], names: tuple[str, ...], epoch: int, step: int) -> str:
+    # Name the component that went bad, not the sums it poisoned (total, gt).
+    term = next((k for k in names[2:] if not math.isfinite(values[k])), "total")
     return (f"non-finite loss at epoch {epoch}, step {step}: loss/{term} = {values[term]} "
             f"(loss/total = {values['total']}); lower train.lr0 or check the data; not retried")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from detectors.api import Detections, WeightsReport
 from detectors.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,10 @@ def predict_batches(
     model: nn.Module, batches: Iterable[Any], *, conf: float, iou: float, max_det: int, device: torch.device,
     amp: bool = False, channels_last: bool = False,
 ) -> dict[int, Any]:
-    """``{image_id: Detections}`` in original-image pixels for every image of ``batches``."""
-    from detectors.engine.evaluation import Detections
-
+    """``{image_id: Detections}`` (numpy) in original-image pixels for every image of ``batches``."""
     was_training = model.training
     model.eval()
-    predictions: dict[int, Any] = {}
+    predictions: dict[int, Detections] = {}
     autocast = torch.autocast(device.type, enabled=amp) if device.type == "cuda" else contextlib.nullcontext()
     try:
         for batch in batches:
@@ -60,12 +59,9 @@ def predict_batches(
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast:
                 per_image = model.predict(images, conf=conf, iou=iou, max_det=max_det)
-            for (boxes, scores, classes), meta, image_id in zip(per_image, batch.metas, batch.image_ids, strict=True):
-                predictions[image_id] = Detections(
-                    boxes=meta.to_original(boxes.float().cpu().numpy()),
-                    scores=scores.float().cpu().numpy(),
-                    classes=classes.cpu().numpy(),
-                )
+            for detections, meta, image_id in zip(per_image, batch.metas, batch.image_ids, strict=True):
+                boxes, scores, classes = detections.numpy()
+                predictions[image_id] = Detections(meta.to_original(boxes), scores, classes)
     finally:
         model.train(was_training)
     return predictions
@@ -102,9 +98,11 @@ def eval_loader(cfg: RunConfig, samples: list, *, pin_memory: bool = False):
                             seed=cfg.seed, pin_memory=pin_memory)
 
 
-def load_model_weights(model: nn.Module, path: str | os.PathLike) -> None:
+def load_model_weights(
+    model: nn.Module, path: str | os.PathLike, family_loader: Callable[[nn.Module, Path], WeightsReport]
+) -> None:
     """Load weights into ``model``: one of our checkpoints (its EMA weights when it has them, as YOLOv5
-    does), or anything ``detectors.yolov5.weights.load_weights`` reads (state dicts, official ``.pt``)."""
+    does), or anything the family's loader reads (``Family.load_weights``: state dicts, official files)."""
     from detectors.engine.checkpoint import check_checkpoint, is_checkpoint
     from detectors.errors import MSSDError
 
@@ -125,20 +123,18 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike) -> None:
             raise MSSDError(f"{path}: checkpoint does not fit {type(model).__name__} "
                             f"(different detector or class count?): {first}") from None
         return
-    from detectors.yolov5.weights import load_weights
-
-    report = load_weights(model, path)
+    report = family_loader(model, path)
     log.info("initial weights: %s", report.summary())
 
 
 def evaluate_checkpoint(cfg: RunConfig, weights: str | os.PathLike) -> dict[str, float]:
     """Metrics of ``weights`` (a checkpoint or weights file) on ``cfg``'s val split, for ``mssd eval``."""
-    from detectors import build_detector
     from detectors.data import load_samples
+    from detectors.zoo import build_detector_for, family_of
 
     device = resolve_device(cfg.train.device)
-    model = build_detector(cfg.detector.name, num_classes=cfg.num_classes)
-    load_model_weights(model, weights)
+    model = build_detector_for(cfg)
+    load_model_weights(model, weights, family_of(cfg.detector.name).load_weights)
     model.to(device)
     use_cuda = device.type == "cuda"
     model.to(memory_format=torch.channels_last)  # as the trainer: faster convolutions on GPU and CPU

@@ -19,24 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from detectors.ops.boxes import xywh_to_xyxy
-
-Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (K, 4) xyxy, scores (K,), classes (K,)
-
-
-def _pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of (B, N, 4) and (B, M, 4) xyxy boxes -> (B, N, M); 0 where the union is empty.
-
-    Per coordinate rather than on (B, N, M, 2) pairs: half the temporaries, this is NMS's hot spot.
-    """
-    ax1, ay1, ax2, ay2 = (t[:, :, None] for t in a.unbind(-1))  # (B, N, 1)
-    bx1, by1, bx2, by2 = (t[:, None, :] for t in b.unbind(-1))  # (B, 1, M)
-    inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
-    inter *= (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
-    area_a = (ax2 - ax1).clamp(min=0) * (ay2 - ay1).clamp(min=0)
-    area_b = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
-    union = (area_a + area_b - inter).clamp_(min=torch.finfo(inter.dtype).tiny)
-    return inter.div_(union)
+from detectors.api import Detections
+from detectors.ops.boxes import box_iou, xywh_to_xyxy
 
 
 def _check_args(prediction: torch.Tensor, conf: float, iou: float, max_det: int) -> None:
@@ -90,7 +74,7 @@ def non_max_suppression(
     max_nms: int = 30000,
     block: int = 128,
 ) -> list[Detections]:
-    """Greedy class-aware NMS of (B, N, 5 + nc) decoded predictions -> per image (boxes, scores, classes)."""
+    """Greedy class-aware NMS of (B, N, 5 + nc) decoded predictions -> one ``Detections`` per image."""
     _check_args(prediction, conf, iou, max_det)
     prediction = prediction.detach().float()
     boxes, scores, classes, valid = candidates(prediction, conf, multi_label=multi_label, max_nms=max_nms)
@@ -114,11 +98,11 @@ def non_max_suppression(
 
         # 1. Suppressed by a box kept in an earlier block (same class, IoU > thr).
         kept_valid = slots[None, :] < n_kept[:, None]  # (B, D)
-        hits = (_pairwise_iou(bb, kept_boxes) > iou) & (bc[:, :, None] == kept_classes[:, None, :])
+        hits = (box_iou(bb, kept_boxes) > iou) & (bc[:, :, None] == kept_classes[:, None, :])
         alive = alive & ~(hits & kept_valid[:, None, :]).any(-1)
 
         # 2. Inside the block: M[i, j] = box i (higher score) would suppress box j.
-        m = (_pairwise_iou(bb, bb) > iou) & (bc[:, :, None] == bc[:, None, :])
+        m = (box_iou(bb, bb) > iou) & (bc[:, :, None] == bc[:, None, :])
         m = m & torch.ones(t, t, dtype=torch.bool, device=dev).triu(1)
         m = m & alive[:, :, None]
         keep = alive
@@ -138,7 +122,7 @@ def non_max_suppression(
         n_kept = (n_kept + keep.sum(1)).clamp(max=max_det)
 
     return [
-        (kept_boxes[i, : n_kept[i]], kept_scores[i, : n_kept[i]], kept_classes[i, : n_kept[i]])
+        Detections(kept_boxes[i, : n_kept[i]], kept_scores[i, : n_kept[i]], kept_classes[i, : n_kept[i]])
         for i in range(b)
     ]
 
@@ -168,8 +152,8 @@ def non_max_suppression_reference(
             keep.append(j)
             if len(keep) == max_det:
                 break
-            overlaps = _pairwise_iou(bx[None, j : j + 1], bx[None])[0, 0] > iou
+            overlaps = box_iou(bx[None, j : j + 1], bx[None])[0, 0] > iou
             suppressed |= overlaps & (cl == cl[j])
         idx = torch.tensor(keep, dtype=torch.long, device=bx.device)
-        out.append((bx[idx], sc[idx], cl[idx]))
+        out.append(Detections(bx[idx], sc[idx], cl[idx]))
     return out

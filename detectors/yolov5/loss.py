@@ -6,7 +6,8 @@ items as Ultralytics' ``ComputeLoss`` with the gains scaled as their ``train.py`
 - label assignment (``build_targets``): a target goes to every anchor of a level whose width and height
   ratios to the target are both within ``anchor_t``, in the cell holding its centre and in the (up to)
   two neighbouring cells whose shared edge is nearer than half a cell (offset g = 0.5);
-- box: ``1 - CIoU`` between the decoded prediction and the target, mean over assigned predictions;
+- box: ``1 - CIoU`` (``detectors.ops.boxes.bbox_iou``) between the decoded prediction and the target, mean
+  over assigned predictions;
 - objectness: BCE over every cell and anchor against the detached, clamped IoU at assigned positions
   (``gr = 1``), weighted per level by ``4.0 / 1.0 / 0.4`` (strides 8, 16, 32);
 - classes: BCE against (optionally smoothed) one-hot targets, only when there is more than one class;
@@ -18,14 +19,15 @@ Shapes: ``head_maps[i]`` is ``(B, na, H_i, W_i, 5 + nc)`` raw logits; ``targets`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectors.config import GtLossConfig
+from detectors.api import DetectorOutput
+from detectors.ops.boxes import bbox_iou
 
 # Objectness weight per level, small to large stride (Ultralytics' ``balance`` for three levels).
 LEVEL_BALANCE = (4.0, 1.0, 0.4)
@@ -109,33 +111,7 @@ def build_targets(
     return levels
 
 
-def ciou(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
-    """Complete IoU (Zheng et al. 2020) of paired ``(n, 4)`` xywh boxes -> ``(n,)``.
-
-    ``IoU - rho^2 / c^2 - alpha * v``; alpha is held constant (no gradient), as in the paper and YOLOv5.
-    """
-    (x1, y1, w1, h1), (x2, y2, w2, h2) = pred.unbind(-1), target.unbind(-1)
-    p_left, p_right, p_top, p_bottom = x1 - w1 / 2, x1 + w1 / 2, y1 - h1 / 2, y1 + h1 / 2
-    t_left, t_right, t_top, t_bottom = x2 - w2 / 2, x2 + w2 / 2, y2 - h2 / 2, y2 + h2 / 2
-
-    inter = (torch.minimum(p_right, t_right) - torch.maximum(p_left, t_left)).clamp(0) * (
-        torch.minimum(p_bottom, t_bottom) - torch.maximum(p_top, t_top)
-    ).clamp(0)
-    union = w1 * h1 + w2 * h2 - inter + eps
-    iou = inter / union
-
-    # Squared diagonal of the smallest enclosing box, and squared centre distance.
-    enclose_w = torch.maximum(p_right, t_right) - torch.minimum(p_left, t_left)
-    enclose_h = torch.maximum(p_bottom, t_bottom) - torch.minimum(p_top, t_top)
-    diagonal2 = enclose_w**2 + enclose_h**2 + eps
-    centre2 = ((t_left + t_right - p_left - p_right) ** 2 + (t_top + t_bottom - p_top - p_bottom) ** 2) / 4
-    aspect = (4 / math.pi**2) * (torch.atan(w2 / h2) - torch.atan(w1 / h1)) ** 2
-    with torch.no_grad():
-        alpha = aspect / (aspect - iou + (1 + eps))
-    return iou - (centre2 / diagonal2 + aspect * alpha)
-
-
-def scaled_gains(gains: GtLossConfig, *, num_levels: int, num_classes: int, img_size: int) -> tuple[float, float, float]:
+def scaled_gains(gains: Any, *, num_levels: int, num_classes: int, img_size: int) -> tuple[float, float, float]:
     """(box, obj, cls) gains scaled by levels, classes and image size, as YOLOv5's ``train.py`` does."""
     level_scale = 3 / num_levels
     return (
@@ -157,7 +133,10 @@ def _detect_head(model: nn.Module) -> nn.Module:
 
 
 class YOLOv5Loss:
-    """L_gt of a YOLOv5 model: ``loss_fn(head_maps, targets) -> (total, items)``.
+    """L_gt of a YOLOv5 model (``detectors.api.DetectionLoss``): ``loss_fn(output, targets) -> (total, items)``.
+
+    ``output`` is the model's ``DetectorOutput`` (or its ``head``, the list of per-level maps, as the
+    Ultralytics parity scripts pass it).
 
     ``items`` are the gained per-image ``box``, ``obj``, ``cls`` terms (detached 0-dim tensors, so reading
     them costs no device sync until logged); ``total = (box + obj + cls) * batch_size`` carries the graph.
@@ -165,8 +144,11 @@ class YOLOv5Loss:
     loss is fine.
     """
 
-    def __init__(self, model: nn.Module, *, img_size: int, gains: GtLossConfig | None = None) -> None:
-        gains = gains or GtLossConfig()
+    term_names = ("box", "obj", "cls")
+
+    def __init__(self, model: nn.Module, *, img_size: int, gains: Any) -> None:
+        # gains: box, obj, cls, anchor_t, label_smoothing, as ``detectors.config.GtLossConfig`` holds them
+        # (hyp.scratch-low by default); not imported here, since the config reads the family table.
         self._head = _detect_head(model)
         self.num_levels = int(self._head.nl)
         self.num_classes = int(self._head.nc)
@@ -180,7 +162,8 @@ class YOLOv5Loss:
         self.cls_positive = 1.0 - 0.5 * gains.label_smoothing
         self.cls_negative = 0.5 * gains.label_smoothing
 
-    def __call__(self, head_maps: list[Tensor], targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, output: DetectorOutput | list[Tensor], targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        head_maps = output.head if isinstance(output, DetectorOutput) else output
         device = head_maps[0].device
         grid_shapes = [(int(p.shape[2]), int(p.shape[3])) for p in head_maps]
         assigned = build_targets(targets.to(device=device, dtype=torch.float32), self._head.anchors, grid_shapes,
@@ -193,7 +176,7 @@ class YOLOv5Loss:
                 picked = pred[tgt.image, tgt.anchor, tgt.gj, tgt.gi]  # (n, 5 + nc)
                 pxy = picked[:, :2].sigmoid() * 2 - 0.5
                 pwh = (picked[:, 2:4].sigmoid() * 2) ** 2 * tgt.anchor_wh
-                iou = ciou(torch.cat((pxy, pwh), dim=1), tgt.box)  # (n,)
+                iou = bbox_iou(torch.cat((pxy, pwh), dim=1), tgt.box, ciou=True).squeeze(-1)  # (n,)
                 box = box + (1.0 - iou).mean()
                 # Objectness learns the quality of its box: target = detached IoU, floored at 0 (gr = 1).
                 target_obj[tgt.image, tgt.anchor, tgt.gj, tgt.gi] = iou.detach().clamp(0).to(target_obj.dtype)

@@ -5,7 +5,8 @@ their layer i and ``state_dict()`` keys and shapes equal those of their ``Detect
 size and class count (``model.0.conv.weight`` ... ``model.24.m.2.bias``, ``model.24.anchors``).
 Sizes differ only by two numbers, the depth and width multiples of their ``yolov5{n,s,m,l,x}.yaml``.
 
-Layer map (channels for width 1.0, stride in brackets)::
+Layer map (channels for width 1.0, stride in brackets; teacher/student as in the default tap set
+``fpn_to_pan``, the others are in ``family.py``)::
 
     0  Conv 64 6x6/2 [2]          10 Conv 512 1x1 [32]         <- teacher, stride 32
     1  Conv 128 3x3/2 [4]         11 Upsample x2 [16]
@@ -22,16 +23,16 @@ Layer map (channels for width 1.0, stride in brackets)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from detectors.api import Detections, DetectorOutput, TapSet
 from detectors.ops.nms import non_max_suppression
 from detectors.yolov5.blocks import C3, SPPF, Concat, Conv, make_divisible
 from detectors.yolov5.head import DEFAULT_ANCHORS, Detect
+from detectors.yolov5.taps import DEFAULT_TAPS, TAP_SETS
 
 
 @dataclass(frozen=True)
@@ -48,23 +49,10 @@ SIZES: dict[str, YOLOv5Size] = {
     "yolov5x": YOLOv5Size(1.33, 1.25),
 }
 
-# The MSSD pairing of DESIGN.md ("Neck taps"), our reading of the paper's Fig. 1-2: at each stride the
-# teacher is the shallower top-down (FPN) map and the student is the PAN output that feeds Detect.
-# Students are fixed (the detect inputs, eq 6's F); the teacher layer per stride is a choice, any layer
-# of TEACHER_CANDIDATES at that stride.
-DEFAULT_TEACHER_LAYERS: dict[int, int] = {8: 15, 16: 13, 32: 10}
-STUDENT_LAYERS: dict[int, int] = {8: 17, 16: 20, 32: 23}
-TEACHER_CANDIDATES: dict[int, int] = {  # layer index -> stride of its output
-    4: 8, 6: 16, 9: 32, 10: 32, 13: 16, 14: 16, 15: 8, 17: 8, 20: 16, 23: 32,
-}
-
-
-class DetectorOutput(NamedTuple):
-    """Training-mode output of a detector (CONTRIBUTING.md, "Detectors")."""
-
-    head_maps: list[torch.Tensor]  # per level (B, na, H, W, 5 + nc), raw logits
-    teachers: dict[int, torch.Tensor]  # stride -> shallow FPN map (B, C_t, H, W)
-    students: dict[int, torch.Tensor]  # stride -> Detect input (B, C_s, H, W)
+# Layers a tap set may name (family.py), by the stride of their output. The Detect inputs 17/20/23 are
+# the PAN outputs; tap sets pair any two of these at the same stride.
+TAP_LAYERS: dict[int, int] = {4: 8, 6: 16, 9: 32, 10: 32, 13: 16, 14: 16, 15: 8, 17: 8, 20: 16, 23: 32}
+HEAD_INPUT_LAYERS: dict[int, int] = {8: 17, 16: 20, 32: 23}
 
 
 def _depth(n: int, multiple: float) -> int:
@@ -81,7 +69,7 @@ class YOLOv5(nn.Module):
         num_classes: int = 80,
         *,
         anchors: tuple[tuple[float, ...], ...] = DEFAULT_ANCHORS,
-        teacher_layers: Mapping[int, int] | None = None,
+        taps: TapSet | None = None,
     ) -> None:
         super().__init__()
         if size not in SIZES:
@@ -133,19 +121,22 @@ class YOLOv5(nn.Module):
         # Output channels of the layers that can be tapped (Upsample keeps its input's channels).
         out_channels = {4: ch(256), 6: ch(512), 9: ch(1024), 10: ch(512), 13: ch(512), 14: ch(256),
                         15: ch(256), 17: ch(256), 20: ch(512), 23: ch(1024)}
-        self.teacher_layers = dict(DEFAULT_TEACHER_LAYERS if teacher_layers is None else teacher_layers)
-        for stride, layer in self.teacher_layers.items():
-            if stride not in STUDENT_LAYERS or TEACHER_CANDIDATES.get(layer) != stride:
-                raise ValueError(
-                    f"teacher_layers: layer {layer} is not a stride-{stride} feature; expected for each of "
-                    f"strides 8/16/32 one of layers "
-                    f"{[i for i, s in TEACHER_CANDIDATES.items() if s == stride]}"
-                )
-        if set(self.teacher_layers) != set(self.strides):
-            raise ValueError(f"teacher_layers: expected keys {self.strides}, got {sorted(self.teacher_layers)}")
+        taps = TAP_SETS[DEFAULT_TAPS] if taps is None else taps
+        self.taps_name = taps.name  # plain values only on the module: its pickle stays Ultralytics-like
+        for pair in taps.pairs:
+            for role, layer in (("teacher", pair.teacher), ("student", pair.student)):
+                if TAP_LAYERS.get(int(layer)) != pair.stride:
+                    raise ValueError(
+                        f"taps {taps.name}: {role} layer {layer} is not a stride-{pair.stride} feature; "
+                        f"expected one of layers {[i for i, s in TAP_LAYERS.items() if s == pair.stride]}"
+                    )
+        if taps.strides != self.strides or len(taps.pairs) != len(self.strides):
+            raise ValueError(f"taps {taps.name}: expected one pair at each of strides {self.strides}")
+        self.tap_layers = {p.stride: (int(p.teacher), int(p.student)) for p in taps.pairs}
         self.tap_channels: dict[int, tuple[int, int]] = {
-            s: (out_channels[self.teacher_layers[s]], out_channels[STUDENT_LAYERS[s]]) for s in self.strides
+            s: (out_channels[t], out_channels[st]) for s, (t, st) in self.tap_layers.items()
         }
+        self.head_input_channels = {s: out_channels[layer] for s, layer in HEAD_INPUT_LAYERS.items()}
         # Ultralytics keeps the strides as a float tensor on the model and on Detect; not in the state dict.
         self.register_buffer("stride", torch.tensor([float(s) for s in self.strides]), persistent=False)
 
@@ -178,21 +169,21 @@ class YOLOv5(nn.Module):
         head_maps = m[24]([out8, out16, out32])
 
         feats = {4: p3, 6: p4, 9: p5, 10: f10, 13: f13, 14: f14, 15: f15, 17: out8, 20: out16, 23: out32}
-        teachers = {s: feats[layer] for s, layer in self.teacher_layers.items()}
-        students = {8: out8, 16: out16, 32: out32}
-        return DetectorOutput(head_maps, teachers, students)
+        teachers = {s: feats[t] for s, (t, _student) in self.tap_layers.items()}
+        students = {s: feats[st] for s, (_teacher, st) in self.tap_layers.items()}
+        return DetectorOutput(head_maps, teachers, students, {8: out8, 16: out16, 32: out32})
 
     def inference_raw(self, images: torch.Tensor) -> torch.Tensor:
         """(B, N, 5 + nc): xywh in input pixels, sigmoid objectness and class scores (Ultralytics' order).
 
         Uses the module's current mode; call ``model.eval()`` first, as for any BatchNorm network.
         """
-        return self.detect.decode(self.forward(images).head_maps)
+        return self.detect.decode(self.forward(images).head)
 
     @torch.no_grad()
     def predict(
-        self, images: torch.Tensor, conf: float = 0.25, iou: float = 0.45, max_det: int = 300
-    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        self, images: torch.Tensor, *, conf: float = 0.25, iou: float = 0.45, max_det: int = 300
+    ) -> list[Detections]:
         """Per image: boxes (K, 4) xyxy input px, scores (K,), classes (K,) int64, after class-aware NMS."""
         return non_max_suppression(self.inference_raw(images), conf=conf, iou=iou, max_det=max_det)
 
@@ -200,7 +191,3 @@ class YOLOv5(nn.Module):
 def build_yolov5(size: str, num_classes: int, **kwargs) -> YOLOv5:
     """A freshly initialised YOLOv5 of ``size`` (``yolov5n`` ... ``yolov5x``) for ``num_classes`` classes."""
     return YOLOv5(size, num_classes, **kwargs)
-
-
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -24,16 +24,18 @@ def register(subparsers) -> None:
 
 
 def _info(args) -> int:
-    from detectors import build_detector
     from detectors.distillation import build_distillation
     from detectors.errors import ConfigError
     from detectors.model_info import format_model_info, model_info
+    from detectors.zoo import build_detector_for, family_of
     from study.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    if args.img < 32 or args.img % 32:
-        raise ConfigError(f"--img: expected a positive multiple of 32 (the largest stride), got {args.img}")
-    model = build_detector(cfg.detector.name, num_classes=cfg.num_classes)
+    multiple = family_of(cfg.detector.name).recipe.stride_multiple
+    if args.img < multiple or args.img % multiple:
+        raise ConfigError(f"--img: expected a positive multiple of {multiple} (the largest stride of "
+                          f"{cfg.detector.name}), got {args.img}")
+    model = build_detector_for(cfg)
     distillation = build_distillation(cfg.losses, model)
     info = model_info(
         model, name=cfg.detector.name, num_classes=cfg.num_classes, img_size=args.img, distillation=distillation

@@ -56,3 +56,10 @@ def test_ciou_of_identical_boxes_is_one_and_alpha_gets_no_gradient():
     torch.testing.assert_close(out, torch.ones(1, 1), atol=1e-6, rtol=0)
     out.sum().backward()
     assert torch.isfinite(b.grad).all()
+
+
+def test_giou_subtracts_the_empty_share_of_the_enclosing_box():
+    # Two unit squares side by side with a unit gap: IoU 0, enclosing box 3 x 1, union 2.
+    a, b = torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[2.0, 0.0, 3.0, 1.0]])
+    torch.testing.assert_close(bbox_iou(a, b, xywh=False, giou=True), torch.tensor([[-1 / 3]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(bbox_iou(a, a, xywh=False, giou=True), torch.tensor([[1.0]]), atol=1e-6, rtol=0)

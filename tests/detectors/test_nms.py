@@ -77,7 +77,7 @@ def test_vectorised_nms_agrees_with_the_reference_loop(seed, multi_label, block,
     p = random_prediction(seed)
     fast = non_max_suppression(p, conf=0.05, iou=0.45, max_det=max_det, multi_label=multi_label, block=block)
     slow = non_max_suppression_reference(p, conf=0.05, iou=0.45, max_det=max_det, multi_label=multi_label)
-    assert any(len(s[0]) > 1 for s in slow)
+    assert any(len(s.boxes) > 1 for s in slow)
     for (fb, fs, fc), (sb, ss, sc) in zip(fast, slow, strict=True):
         torch.testing.assert_close(fb, sb, rtol=0, atol=0)
         torch.testing.assert_close(fs, ss, rtol=0, atol=0)

@@ -30,7 +30,7 @@ from detectors.errors import ConfigError, MSSDError, NonFiniteLossError
 from detectors.yolov5.loss import YOLOv5Loss
 
 METRIC_NAMES = {
-    "epoch", "lr", "loss/total", "loss/gt", "loss/box", "loss/obj", "loss/cls", "loss/distill",
+    "epoch", "lr", "loss/total", "loss/gt", "loss/gt/box", "loss/gt/obj", "loss/gt/cls", "loss/distill",
     "loss/distill_s", "loss/distill_m", "loss/distill_l", "loss/mask", "map", "ap50", "ap75", "aps", "apm",
     "apl", "ap/Car", "ap/Pedestrian", "ap/Cyclist", "time/epoch", "time/train_steps", "time/eval",
 }
@@ -200,16 +200,18 @@ def test_loading_a_foreign_or_broken_file_says_so(tmp_path):
 def test_initial_weights_from_a_checkpoint_are_its_ema_weights(tmp_path):
     from detectors import build_detector
     from detectors.engine.validate import load_model_weights
+    from detectors.zoo import family_of
 
     torch.manual_seed(1)
     trained, ema = build_detector("yolov5n", num_classes=3), build_detector("yolov5n", num_classes=3)
     save_checkpoint({"model": trained.state_dict(), "ema": {"module": ema.state_dict(), "updates": 5}},
                     tmp_path / "last.pt")
     fresh = build_detector("yolov5n", num_classes=3)
-    load_model_weights(fresh, tmp_path / "last.pt")
+    load_model_weights(fresh, tmp_path / "last.pt", family_of("yolov5n").load_weights)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ema.state_dict().items())
     with pytest.raises(MSSDError, match="does not fit"):
-        load_model_weights(build_detector("yolov5n", num_classes=5), tmp_path / "last.pt")
+        load_model_weights(build_detector("yolov5n", num_classes=5), tmp_path / "last.pt",
+                           family_of("yolov5n").load_weights)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,7 +231,7 @@ def test_callbacks_run_in_order_and_after_epoch_sees_its_checkpoint_on_disk(stra
 def test_metrics_carry_exactly_the_documented_names(straight):
     assert set(straight.metrics) == METRIC_NAMES
     m = straight.metrics
-    assert m["loss/gt"] == pytest.approx(m["loss/box"] + m["loss/obj"] + m["loss/cls"], rel=1e-5)
+    assert m["loss/gt"] == pytest.approx(m["loss/gt/box"] + m["loss/gt/obj"] + m["loss/gt/cls"], rel=1e-5)
     assert m["loss/total"] == pytest.approx(m["loss/gt"] + m["loss/distill"] + m["loss/mask"], rel=1e-5)
     assert 0 < m["time/train_steps"] < m["time/epoch"] and m["time/eval"] > 0
 
@@ -273,7 +275,7 @@ def test_resume_continues_exactly_where_the_interrupted_run_stopped(straight, da
             assert torch.allclose(resumed[key][name].float(), tensor.float(), atol=1e-6), f"{key}.{name}"
     for name, tensor in reference["ema"]["module"].items():
         assert torch.allclose(resumed["ema"]["module"][name].float(), tensor.float(), atol=1e-6), f"ema.{name}"
-    for key in ("loss/total", "loss/box", "loss/obj", "loss/cls", "loss/mask", "map", "ap50"):
+    for key in ("loss/total", "loss/gt/box", "loss/gt/obj", "loss/gt/cls", "loss/mask", "map", "ap50"):
         assert metrics[key] == pytest.approx(straight.metrics[key], rel=1e-5, abs=1e-7), key
 
 
@@ -319,16 +321,16 @@ def test_a_non_finite_loss_stops_at_once_naming_epoch_step_and_term(data_root, t
     class PoisonedLoss(YOLOv5Loss):
         calls = 0
 
-        def __call__(self, head_maps, targets):
-            total, items = super().__call__(head_maps, targets)
+        def __call__(self, output, targets):
+            total, items = super().__call__(output, targets)
             PoisonedLoss.calls += 1
             if PoisonedLoss.calls == 2:
                 total, items["obj"] = total * math.nan, items["obj"] * math.nan
             return total, items
 
-    monkeypatch.setattr("detectors.engine.trainer.YOLOv5Loss", PoisonedLoss)
+    monkeypatch.setattr("detectors.yolov5.loss.YOLOv5Loss", PoisonedLoss)  # what the family builds
     rec = Recorder()
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: loss/obj = nan"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: loss/gt/obj = nan"):
         fit(tiny_config(data_root), tmp_path, callbacks=[rec])
     assert PoisonedLoss.calls == 2  # not retried
     assert rec.hooks() == ["before_train", "after_step"]

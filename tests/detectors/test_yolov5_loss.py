@@ -9,9 +9,15 @@ import torch
 from torch import nn
 
 from detectors.config import GtLossConfig
-from detectors.yolov5.loss import LEVEL_BALANCE, YOLOv5Loss, build_targets, ciou, scaled_gains
+from detectors.ops.boxes import bbox_iou
+from detectors.yolov5.loss import LEVEL_BALANCE, YOLOv5Loss, build_targets, scaled_gains
 
 STRIDES = (8, 16, 32)
+
+
+def ciou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Paired (n, 4) xywh -> (n,) CIoU, as the loss calls the project's one implementation."""
+    return bbox_iou(pred, target, ciou=True).squeeze(-1)
 # YOLOv5's default anchors in pixels (P3, P4, P5); the model keeps them divided by the stride.
 ANCHORS_PX = torch.tensor(
     [[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]],
@@ -159,7 +165,7 @@ def test_gains_scale_like_yolov5_train_py():
 def test_perfect_boxes_with_zero_logits_give_the_hand_computed_items():
     # Zero logits decode to a box at the cell centre with the anchor's size; BCE(0, y) = ln 2 for any y.
     nc, img = 3, 64
-    loss_fn = YOLOv5Loss(StubModel(nc), img_size=img)
+    loss_fn = YOLOv5Loss(StubModel(nc), img_size=img, gains=GtLossConfig())
     target = torch.tensor([[0, 1, 2.5 / 8, 2.5 / 8, 10 / 64, 13 / 64]])  # anchor 0 exactly, mid cell
     total, items = loss_fn(head_maps(2, img, nc, fill=0.0), target)
     box_gain, obj_gain, cls_gain = scaled_gains(GtLossConfig(), num_levels=3, num_classes=nc, img_size=img)
@@ -172,14 +178,14 @@ def test_perfect_boxes_with_zero_logits_give_the_hand_computed_items():
 
 
 def test_one_class_has_no_class_loss():
-    loss_fn = YOLOv5Loss(StubModel(1), img_size=64)
+    loss_fn = YOLOv5Loss(StubModel(1), img_size=64, gains=GtLossConfig())
     target = torch.tensor([[0, 0, 0.4, 0.4, 0.2, 0.2]])
     _, items = loss_fn(head_maps(1, 64, 1), target)
     assert items["cls"].item() == 0.0 and items["box"].item() > 0
 
 
 def test_images_without_targets_still_learn_objectness():
-    loss_fn = YOLOv5Loss(StubModel(3), img_size=64)
+    loss_fn = YOLOv5Loss(StubModel(3), img_size=64, gains=GtLossConfig())
     maps = [m.requires_grad_() for m in head_maps(2, 64, 3)]
     total, items = loss_fn(maps, torch.zeros((0, 6)))
     assert items["box"].item() == 0.0 and items["cls"].item() == 0.0 and items["obj"].item() > 0
@@ -263,7 +269,7 @@ def test_gradient_reaches_the_assigned_predictions_only_through_box_and_class_lo
     nc, img = 3, 64
     maps = [m.requires_grad_() for m in head_maps(1, img, nc, seed=1)]
     target = torch.tensor([[0, 2, 2.5 / 8, 2.5 / 8, 10 / 64, 13 / 64]])
-    total, _ = YOLOv5Loss(StubModel(nc), img_size=img)(maps, target)
+    total, _ = YOLOv5Loss(StubModel(nc), img_size=img, gains=GtLossConfig())(maps, target)
     total.backward()
     grad = maps[0].grad
     assert grad[0, 0, 2, 2, :4].abs().sum() > 0 and grad[0, 0, 2, 2, 5:].abs().sum() > 0

@@ -174,6 +174,17 @@ def test_unknown_detector_name_is_one_clear_error():
         build_detector("yolov9", num_classes=3)
 
 
-def test_teacher_layer_at_the_wrong_stride_is_refused():
-    with pytest.raises(ValueError, match="layer 13 is not a stride-8 feature"):
-        build_detector("yolov5n", num_classes=3, teacher_layers={8: 13, 16: 13, 32: 10})
+def test_a_tap_layer_at_the_wrong_stride_is_refused():
+    from detectors.api import TapPair, TapSet
+    from detectors.yolov5.model import YOLOv5
+
+    wrong = TapSet("wrong", (TapPair(8, "13", "17"), TapPair(16, "13", "20"), TapPair(32, "10", "23")), "test")
+    with pytest.raises(ValueError, match="teacher layer 13 is not a stride-8 feature"):
+        YOLOv5("yolov5n", 3, taps=wrong)
+
+
+def test_an_unknown_tap_set_is_one_clear_error_naming_the_known_ones():
+    from detectors.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="detector.taps: yolov5n has no tap set 'sideways'.*fpn_to_pan, pan_to_fpn"):
+        build_detector("yolov5n", num_classes=3, taps="sideways")

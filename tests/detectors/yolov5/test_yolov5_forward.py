@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from detectors import build_detector
-from detectors.yolov5 import DetectorOutput
+from detectors.api import DetectorOutput
 
 # Ultralytics' graph: the "from" column of yolov5*.yaml for layers 0-24.
 FROM = [-1] * 12 + [[-1, 6], -1, -1, -1, [-1, 4], -1, -1, [-1, 14], -1, -1, [-1, 10], -1, [17, 20, 23]]
@@ -59,7 +59,7 @@ def test_training_forward_returns_head_maps_and_taps_keyed_by_stride(model):
     model.train()
     out = model(torch.rand(2, 3, 64, 96))
     assert isinstance(out, DetectorOutput)
-    assert [tuple(p.shape) for p in out.head_maps] == [(2, 3, 8, 12, 8), (2, 3, 4, 6, 8), (2, 3, 2, 3, 8)]
+    assert [tuple(p.shape) for p in out.head] == [(2, 3, 8, 12, 8), (2, 3, 4, 6, 8), (2, 3, 2, 3, 8)]
     for s, (c_t, c_s) in model.tap_channels.items():
         assert tuple(out.teachers[s].shape) == (2, c_t, 64 // s, 96 // s)
         assert tuple(out.students[s].shape) == (2, c_s, 64 // s, 96 // s)
@@ -71,12 +71,31 @@ def test_forward_wiring_equals_ultralytics_graph_and_taps_are_the_design_layers(
     with torch.no_grad():
         out = model(x)
         ref = reference_forward(model, x)
-    for got, want in zip(out.head_maps, ref[24], strict=True):
+    for got, want in zip(out.head, ref[24], strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     for s, layer in {8: 15, 16: 13, 32: 10}.items():
         torch.testing.assert_close(out.teachers[s], ref[layer], rtol=0, atol=0)
     for s, layer in {8: 17, 16: 20, 32: 23}.items():
         torch.testing.assert_close(out.students[s], ref[layer], rtol=0, atol=0)
+        torch.testing.assert_close(out.head_inputs[s], ref[layer], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("taps", "teachers", "students"), [
+    ("pan_to_fpn", {8: 17, 16: 20, 32: 23}, {8: 15, 16: 13, 32: 10}),
+    ("backbone_to_pan", {8: 4, 16: 6, 32: 9}, {8: 17, 16: 20, 32: 23}),
+])
+def test_each_tap_set_taps_its_documented_layers_and_the_head_inputs_stay(taps, teachers, students):
+    torch.manual_seed(0)
+    model = build_detector("yolov5n", num_classes=3, taps=taps).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+        ref = reference_forward(model, x)
+    for s in (8, 16, 32):
+        torch.testing.assert_close(out.teachers[s], ref[teachers[s]], rtol=0, atol=0)
+        torch.testing.assert_close(out.students[s], ref[students[s]], rtol=0, atol=0)
+        torch.testing.assert_close(out.head_inputs[s], ref[{8: 17, 16: 20, 32: 23}[s]], rtol=0, atol=0)
+        assert model.tap_channels[s] == (out.teachers[s].shape[1], out.students[s].shape[1])
 
 
 def test_inference_raw_decodes_like_ultralytics_detect(model):
@@ -84,7 +103,7 @@ def test_inference_raw_decodes_like_ultralytics_detect(model):
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         raw = model.inference_raw(x)
-        maps = model(x).head_maps
+        maps = model(x).head
     assert raw.shape == (2, 3 * (8 * 8 + 4 * 4 + 2 * 2), 8)
     want = reference_decode(maps, model.model[24].anchors, (8, 16, 32))
     torch.testing.assert_close(raw, want, rtol=1e-6, atol=1e-4)
@@ -116,7 +135,7 @@ def test_forward_exports_without_graph_breaks(model):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         got, want = exported(x), model(x)
-    for g, w in zip(got.head_maps, want.head_maps, strict=True):
+    for g, w in zip(got.head, want.head, strict=True):
         torch.testing.assert_close(g, w)
     for s in (8, 16, 32):
         torch.testing.assert_close(got.teachers[s], want.teachers[s])
