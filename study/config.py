@@ -6,6 +6,7 @@ only adds what a user of files and command lines needs.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,31 @@ def read_yaml(path: str | Path, kind: str = "config file") -> tuple[dict, dict[s
     return data, _key_lines(node) if node is not None else {}
 
 
-def _locate(message: str, source: Path, lines: dict[str, int], overridden: set[str]) -> str:
+_UNKNOWN_KEY = re.compile(r"^(?P<key>[\w.]+): unknown key \(expected one of: (?P<known>[^)]*)\)$")
+
+
+def _suggest(message: str) -> str:
+    """``a.b: unknown key (expected one of: ...)`` -> the same with ``did you mean a.c?`` when one is close."""
+    match = _UNKNOWN_KEY.match(message)
+    if not match:
+        return message
+    key = match["key"]
+    parent, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, [k.strip() for k in match["known"].split(",")], n=1)
+    if not close:
+        return message
+    return f"{key}: unknown key; did you mean {parent + '.' if parent else ''}{close[0]}? (expected one of: {match['known']})"
+
+
+def _locate(message: str, source: Path, lines: dict[str, int], overrides: dict[str, Any]) -> str:
     match = _KEY_PATH.match(message)
     key = match.group(1) if match else ""
-    # An error at or under an override comes from the command line, not the file.
-    if any(key == o or key.startswith(o + ".") for o in overridden):
-        return f"--set {message}"
+    message = _suggest(message)
+    # An error at, under or above an override (a section only the override names, e.g. a misspelt
+    # `--set trian.epochs=3`) comes from the command line, not the file.
+    for name in overrides:
+        if key == name or key.startswith(name + ".") or (name.startswith(key + ".") and key not in lines):
+            return f"--set {message}"
     while key:
         if key in lines:
             return f"{source}:{lines[key]}: {message}"
@@ -113,7 +133,7 @@ def load_config(path: str | Path, overrides: list[str] | dict[str, Any] | None =
     try:
         return parse_config(data)
     except ConfigError as exc:
-        raise ConfigError(_locate(str(exc), source, lines, set(pairs))) from None
+        raise ConfigError(_locate(str(exc), source, lines, pairs)) from None
 
 
 def config_to_yaml(cfg: RunConfig, header: list[str] | None = None) -> str:

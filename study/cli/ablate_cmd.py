@@ -15,11 +15,12 @@ def register(subparsers) -> None:
     add_config_arguments(ablate)
     ablate.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds per variant (default 3)")
     ablate.add_argument("--name", metavar="NAME", help="ablation name (default: ablation-<config>-<time>)")
-    ablate.add_argument("--workdir", default="runs", metavar="DIR")
+    ablate.add_argument("--workdir", default="runs", metavar="DIR",
+                        help="root of the ablation's folder and of the default MLflow store (mlflow.db)")
     ablate.add_argument("--backend", default="auto", choices=("auto", "ray", "local"),
                         help="ray: parallel trials; local: sequential in this process; auto: ray if installed")
     ablate.add_argument("--max-concurrent", type=int, metavar="N", help="ray: at most N runs at once")
-    ablate.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C")
+    ablate.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C", help="ray: CPUs reserved per run")
     ablate.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G", help="fractions allowed")
     ablate.add_argument("--address", metavar="ADDR", help="ray: join a cluster (auto or ray://HOST:10001)")
     ablate.add_argument("--quiet", action="store_true", help="no live progress table")

@@ -14,5 +14,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override one config value, e.g. --set train.epochs=3 (repeatable)",
+        help="override one config value, e.g. --set train.epochs=3 (repeatable; a bare train.epochs=3 after "
+             "CONFIG works too)",
     )

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override one config value over the budget's (repeatable)")
     cmd.add_argument("--name", metavar="NAME", help="study name (default: reproduce-table<N>-<budget>-<time>)")
-    cmd.add_argument("--workdir", default="runs", metavar="DIR")
+    cmd.add_argument("--workdir", default="runs", metavar="DIR",
+                     help="root of the reproduction's folder and of the default MLflow store (mlflow.db)")
     cmd.set_defaults(handler=_reproduce)
 
 

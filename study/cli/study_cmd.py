@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     tune.add_argument("--samples", type=int, metavar="N",
                       help="trials to sample (default 8); for a grid space: repeats of the grid (default 1)")
     tune.add_argument("--max-concurrent", type=int, metavar="K", help="at most K trials at once")
-    tune.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C")
+    tune.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C",
+                      help="CPUs Ray reserves for each trial (also sets its torch threads and loader workers)")
     tune.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G", help="fractions allowed, e.g. 0.25")
     tune.add_argument("--address", metavar="ADDR",
                       help="join a Ray cluster: auto (on a cluster node), HOST:6379 (its GCS), or ray://HOST:10001 "
@@ -29,10 +30,10 @@ def register(subparsers) -> None:
                       help="where trials and checkpoints persist (default: the workdir); s3://..., "
                            "file:///shared/mount for multi-node clusters")
     tune.add_argument("--name", metavar="NAME", help="study name (default: <space>-<time>)")
-    tune.add_argument("--workdir", default="runs", metavar="DIR")
+    tune.add_argument("--workdir", default="runs", metavar="DIR", help="root of the studies and of the default MLflow store (mlflow.db)")
     tune.add_argument("--resume", action="store_true", help="continue the interrupted study --name NAME")
-    tune.add_argument("--metric", default="map")
-    tune.add_argument("--mode", default="max", choices=("max", "min"))
+    tune.add_argument("--metric", default="map", help="the metric ASHA, Optuna and export rank trials by")
+    tune.add_argument("--mode", default="max", choices=("max", "min"), help="whether a larger --metric is better")
     tune.add_argument("--no-asha", dest="asha", action="store_false", help="run every trial to its last epoch")
     tune.add_argument("--grace-period", type=int, default=1, metavar="EPOCHS", help="ASHA: epochs before any stop")
     tune.add_argument("--reduction-factor", type=float, default=2.0, metavar="ETA", help="ASHA: keep 1/ETA per rung")
@@ -43,31 +44,33 @@ def register(subparsers) -> None:
     tune.set_defaults(handler=_tune)
 
     export = subparsers.add_parser("export", help="write the best trial's config (or the top K) for `mssd train`")
-    export.add_argument("study", metavar="STUDY")
-    export.add_argument("--workdir", default="runs", metavar="DIR")
-    export.add_argument("--top-k", type=int, default=1, metavar="K")
+    export.add_argument("study", metavar="STUDY", help="the study's name (its folder under --workdir)")
+    export.add_argument("--workdir", default="runs", metavar="DIR", help="root of the studies and of the default MLflow store (mlflow.db)")
+    export.add_argument("--top-k", type=int, default=1, metavar="K",
+                        help="export the K best trials (FILE-1.yaml, FILE-2.yaml, ... when K > 1)")
     export.add_argument("--epochs", type=int, metavar="E", help="train.epochs of the exported config, e.g. 200")
-    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    export.add_argument("--out", required=True, metavar="FILE")
+    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override one value of the exported config (repeatable)")
+    export.add_argument("--out", required=True, metavar="FILE", help="the config file to write")
     export.set_defaults(handler=_export)
 
     report = subparsers.add_parser("report", help="top trials table and PNG plots of a study")
-    report.add_argument("study", metavar="STUDY")
-    report.add_argument("--workdir", default="runs", metavar="DIR")
-    report.add_argument("--top", type=int, default=10, metavar="N")
+    report.add_argument("study", metavar="STUDY", help="the study's name (its folder under --workdir)")
+    report.add_argument("--workdir", default="runs", metavar="DIR", help="root of the studies and of the default MLflow store (mlflow.db)")
+    report.add_argument("--top", type=int, default=10, metavar="N", help="trials listed in the table")
     report.set_defaults(handler=_report)
 
     ui = subparsers.add_parser("ui", help="start the MLflow UI on the studies' store (127.0.0.1)")
     ui.add_argument("study", nargs="?", metavar="STUDY", help="print this study's page")
-    ui.add_argument("--workdir", default="runs", metavar="DIR")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--workdir", default="runs", metavar="DIR", help="root of the studies and of the default MLflow store (mlflow.db)")
+    ui.add_argument("--port", type=int, default=5000, help="port of the UI on 127.0.0.1")
     ui.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     ui.set_defaults(handler=_ui)
 
     demo = subparsers.add_parser("demo", help="the embedded demo: a small real sweep, export, report")
-    demo.add_argument("--workdir", default="runs", metavar="DIR")
-    demo.add_argument("--samples", type=int, default=8)
-    demo.add_argument("--epochs", type=int, default=5)
+    demo.add_argument("--workdir", default="runs", metavar="DIR", help="root of the studies and of the default MLflow store (mlflow.db)")
+    demo.add_argument("--samples", type=int, default=8, help="trials of the demo sweep")
+    demo.add_argument("--epochs", type=int, default=5, help="epochs per trial")
     demo.set_defaults(handler=_demo)
 
 
