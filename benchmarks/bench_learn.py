@@ -46,8 +46,8 @@ class Budget:
                 self.reached_at = elapsed
         self.rows.append({"epoch": epoch, "elapsed_s": round(elapsed, 1), "loss": metrics["loss/total"],
                           "ap50": ap50, "map": metrics.get("map", math.nan)})
-        print(f"{elapsed:7.1f}s epoch {epoch:3d}  loss {metrics['loss/total']:.4f} (box {metrics['loss/box']:.4f} "
-              f"obj {metrics['loss/obj']:.4f} cls {metrics['loss/cls']:.4f})  ap50 {ap50:.3f}  "
+        print(f"{elapsed:7.1f}s epoch {epoch:3d}  loss {metrics['loss/total']:.4f} (box {metrics['loss/gt/box']:.4f} "
+              f"obj {metrics['loss/gt/obj']:.4f} cls {metrics['loss/gt/cls']:.4f})  ap50 {ap50:.3f}  "
               f"map {metrics.get('map', math.nan):.3f}  train {metrics['time/train_steps']:.0f}s "
               f"eval {metrics['time/eval']:.0f}s", flush=True)
         per_epoch = elapsed / epoch if epoch else elapsed

@@ -7,6 +7,7 @@ of study/ is longer than 400 lines (one concept per file).
 """
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -24,10 +25,11 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, package: str | None = None) -> set[str]:
     """Absolute module names a file imports, including imports inside functions."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    if package is None:
+        package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -101,3 +103,48 @@ def test_project_modules_have_no_import_cycles():
     for name in graph:
         if name not in state:
             visit(name, [name])
+
+
+# ---------------------------------------------------------------------------------------------
+# The detector contract: only detectors/zoo.py and a family's own folder may name a family.
+
+FAMILY_FOLDERS = sorted(p.parent.name for p in (ROOT / "detectors").glob("*/family.py"))
+FAMILY_BLIND = sorted(
+    n for n in MODULES
+    if n.startswith(("detectors.engine", "study")) or n in ("detectors.model_info", "detectors.distillation")
+)
+
+
+def family_references(path: Path, package: str | None = None) -> set[str]:
+    """Family modules ``path`` imports or names in code (module paths in strings, identifiers)."""
+    families = "|".join(FAMILY_FOLDERS)
+    found = {m for m in imports_of(path, package) if m.split(".")[:2][-1] in FAMILY_FOLDERS and top(m) == "detectors"}
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.update(m.group(0) for m in re.finditer(rf"detectors[./]({families})\b(?:[./]\w+)*", node.value))
+        elif isinstance(node, ast.Name) and re.search(families, node.id, re.IGNORECASE):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute) and re.search(families, node.attr, re.IGNORECASE):
+            found.add(node.attr)
+    return found
+
+
+def test_the_family_folders_are_found():
+    assert "yolov5" in FAMILY_FOLDERS  # otherwise the test below checks nothing
+
+
+@pytest.mark.parametrize("name", FAMILY_BLIND)
+def test_engine_model_info_distillation_and_study_never_name_a_family(name):
+    assert not family_references(MODULES[name]), (
+        f"{name} names {sorted(family_references(MODULES[name]))}: reach families through detectors.zoo"
+    )
+
+
+def test_the_family_check_catches_an_import_a_module_string_and_a_class(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from detectors.yolov5.loss import YOLOv5Loss\n"
+                     "MODULE = 'detectors.yolov5.weights'\n"
+                     "loss = YOLOv5Loss\n")
+    assert {"detectors.yolov5.loss", "detectors.yolov5.weights", "YOLOv5Loss"} <= \
+        family_references(probe, package="probe")
