@@ -114,3 +114,18 @@ def test_flattened_config_uses_dotted_paths():
 def test_yaml_exponent_without_dot_is_read_as_a_number(tmp_path):
     path = write(tmp_path, "train:\n  lr0: 1e-3\n")
     assert load_config(path).train.lr0 == pytest.approx(1e-3)
+
+
+def test_the_family_recipe_fills_what_the_config_leaves_out_and_an_explicit_value_wins():
+    from detectors.zoo import family_of
+
+    recipe = family_of("yolov5s").recipe
+    cfg = parse_config({"detector": {"name": "yolov5s"}, "train": {"momentum": 0.9}})
+    assert (cfg.train.lr0, cfg.train.nominal_batch, cfg.train.momentum) == (recipe.lr0, recipe.nominal_batch, 0.9)
+    assert flatten_config(cfg)["detector.taps"] == "fpn_to_pan"  # the default tap set is logged by name
+
+
+def test_an_unknown_tap_set_names_the_familys_tap_sets():
+    with pytest.raises(ConfigError, match=r"detector.taps: yolov5n has no tap set 'sideways', expected one of "
+                                          r"fpn_to_pan, pan_to_fpn, backbone_to_pan"):
+        parse_config({"detector": {"name": "yolov5n", "taps": "sideways"}})

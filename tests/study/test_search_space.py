@@ -67,3 +67,11 @@ def test_cli_reports_a_bad_space_in_one_line_before_starting_anything(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and f"{path}:2:" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_tap_set_is_searchable_and_an_unknown_one_is_refused(tmp_path):
+    taps = "params:\n  detector.taps: {distribution: grid, values: [fpn_to_pan, pan_to_fpn, backbone_to_pan]}\n"
+    assert load_search_space(write_space(tmp_path, taps)).grid_size() == 3
+    bad = write_space(tmp_path, "params:\n  detector.taps: {distribution: choice, values: [fpn_to_pan, sideways]}\n")
+    with pytest.raises(ConfigError, match=r":2: detector.taps: value 'sideways' is not allowed.*has no tap set"):
+        load_search_space(bad)
