@@ -7,27 +7,25 @@ and nothing may import ``study/``; YAML loading, ``--set`` overrides and file:li
 
 Validation rules are attached to fields as metadata (``gt``, ``ge``, ``le``, ``lt``, ``choices``) and
 checked by ``parse_config``, which converts a plain dict (from YAML) into these dataclasses, failing on
-the first unknown key, wrong type or out-of-range value with the dotted key path in the message.
+the first unknown key, wrong type or out-of-range value with the dotted key path in the message (the
+conversion is ``detectors.config_fields``); defaults come from the detector family's recipe first
+(``detectors.zoo``), then from the dataclasses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Union
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from detectors.config_fields import build as _build
+from detectors.config_fields import check_rules as _check_rules  # noqa: F401 (detectors.data.augment)
+from detectors.config_fields import convert as _convert  # noqa: F401 (detectors.data.augment)
+from detectors.config_fields import join as _join
+from detectors.config_fields import rule as _rule
 from detectors.errors import ConfigError
 from detectors.zoo import DETECTORS, family_of, tap_set
-
-
-def _rule(default: Any = dataclasses.MISSING, *, factory: Any = None, **checks: Any) -> Any:
-    """A dataclass field carrying validation checks (``gt``, ``ge``, ``lt``, ``le``, ``choices``)."""
-    if factory is not None:
-        return field(default_factory=factory, metadata=checks)
-    return field(default=default, metadata=checks)
 
 
 @dataclass
@@ -260,110 +258,6 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         raise ConfigError("data.classes: expected at least one class name, got an empty list")
     if len(set(cfg.data.classes)) != len(cfg.data.classes):
         raise ConfigError(f"data.classes: expected unique names, got {cfg.data.classes}")
-
-
-# ---------------------------------------------------------------------------------------------
-# dict -> dataclass conversion with key-path errors
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if origin is Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, arg, path)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
-        return _build(tp, value, path)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # YAML 1.1 reads exponent forms without a dot (1e-3) as strings; so does ".inf".
-            text = value.strip().lower()
-            if text in ("inf", ".inf", "+inf", "+.inf"):
-                return math.inf
-            try:
-                return float(text)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - schema bug, not user input
-        raise TypeError(f"unsupported config type {tp!r} at {path}")
-    raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
-
-
-def _check_rules(value: Any, checks: dict[str, Any], path: str) -> None:
-    if value is None:
-        return
-    if "choices" in checks and value not in checks["choices"]:
-        raise ConfigError(f"{path}: expected one of {', '.join(map(str, checks['choices']))}, got {value!r}")
-    if isinstance(value, float) and math.isnan(value):
-        raise ConfigError(f"{path}: expected a number, got nan")
-    bounds = (("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),
-              ("lt", "<", lambda v, b: v < b), ("le", "<=", lambda v, b: v <= b))
-    for key, _symbol, ok in bounds:
-        if key in checks and not ok(value, checks[key]):
-            wanted = " and ".join(f"{s} {checks[k]}" for k, s, _ in bounds if k in checks)
-            raise ConfigError(f"{path}: expected a value {wanted}, got {value!r}")
-
-
-def _build(cls: type, data: dict, path: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key in getattr(cls, "RENAMED", {}):
-            raise ConfigError(f"{_join(path, str(key))}: renamed to {_join(path, cls.RENAMED[key])}")
-        if key not in fields:
-            known = ", ".join(fields)
-            raise ConfigError(f"{_join(path, str(key))}: unknown key (expected one of: {known})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            key_path = _join(path, name)
-            value = _convert(data[name], hints[name], key_path)
-            _check_rules(value, dict(f.metadata), key_path)
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def parse_config(data: dict | None) -> RunConfig:
