@@ -174,6 +174,12 @@ class Recipe:
     # data.augment.* defaults by key, resolved by the data layer; empty: the data layer's own defaults.
     augment: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The engine has one optimiser and one lr shape; a recipe asking for another is a family bug.
+        if self.optimizer != "sgd" or self.schedule != "cosine":
+            raise ValueError(f"Recipe: the engine runs optimizer 'sgd' with schedule 'cosine', got "
+                             f"{self.optimizer!r} / {self.schedule!r}")
+
     def config_defaults(self) -> dict[str, Any]:
         """The optimisation fields as nested config keys: ``{"train": {"lr0": ..., ...}}``."""
         return {"train": {key: getattr(self, key) for key in (
