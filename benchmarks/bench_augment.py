@@ -40,7 +40,7 @@ from detectors.data.transforms import hsv_jitter
 
 YOLOX_EXP = {"mosaic": 1.0, "mixup": 1.0, "degrees": 10.0, "translate": 0.1, "scale": [0.1, 2.0], "shear": 2.0,
              "hsv_mode": "shift", "hsv_h": 5.0, "hsv_s": 30.0, "hsv_v": 30.0, "fliplr": 0.5, "close_mosaic": 15,
-             "affine_without_mosaic": False}
+             "affine_without_mosaic": False, "style": "yolox"}
 
 
 def main() -> None:

@@ -2,6 +2,11 @@
 
     .venv/bin/pip install --no-deps --target /tmp/y5site yolov5-7.0.14-py37.py38.py39.py310-none-any.whl
     .venv/bin/python benchmarks/verify_augment_parity.py --site /tmp/y5site [--cases 200]
+    .venv/bin/python benchmarks/verify_augment_parity.py --site /tmp/y5site --yolox-src /tmp/yolox-src  # + YOLOX
+
+``--yolox-src`` is a folder holding Megvii-BaseDetection/YOLOX's ``yolox`` package (a source checkout);
+its ``data_augment.py`` and ``datasets/mosaicdetection.py`` are loaded with their package ``__init__``
+files bypassed and ``torchvision``, ``psutil`` and ``loguru`` stubbed when missing.
 
 Their code is imported at run time from ``--site`` (never copied here), with the same inert stubs for
 their unused heavy imports as ``verify_ultralytics_parity.py``. Their functions draw from Python's
@@ -15,6 +20,8 @@ make is known, then feed the same draws to ours (``AffineDraw``, the mosaic cent
    dataset whose ``load_image`` returns already-resized tiles (so both sides start from the same
    pixels; tile resizing is not compared: we resize with area averaging, they with bilinear).
 3. ``mixup``'s blend at their Beta(32, 32) ratio.
+4. (with ``--yolox-src``) YOLOX's ``random_affine`` on 2S mosaic canvases against ours in style
+   ``yolox``, and ``MosaicDetection.mixup`` against ``mixup_yolox``.
 
 Exits non-zero if any comparison exceeds its tolerance.
 """
@@ -30,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.data.augment import AffineDraw, LabelledImage, apply_affine, blend, place_mosaic
+from detectors.data.augment import AffineDraw, LabelledImage, apply_affine, blend, mixup_yolox, place_mosaic
 
 sys.path.insert(0, str(Path(__file__).parent))
 from verify_ultralytics_parity import STUB_ROOTS, _StubFinder  # noqa: E402  (their import stubs)
@@ -46,6 +53,7 @@ class RecordingRandom(random.Random):
         super().__init__(seed)
         self.uniforms: list[float] = []
         self.shuffled: list[list] = []
+        self.randints: list[int] = []
 
     def uniform(self, a, b):
         value = super().uniform(a, b)
@@ -55,6 +63,11 @@ class RecordingRandom(random.Random):
     def shuffle(self, x):
         super().shuffle(x)
         self.shuffled.append(list(x))
+
+    def randint(self, a, b):
+        value = super().randint(a, b)
+        self.randints.append(value)
+        return value
 
 
 def import_theirs(site: Path):
@@ -193,15 +206,121 @@ def check_mixup(augmentations, cases: int) -> None:
           f"(on at most {differing:.3%} of the pixels: float32 vs their float64 before truncation)")
 
 
+# ------------------------------------------------------------------------------------------------ YOLOX
+def import_yolox(src: Path):
+    """(data_augment, mosaicdetection) modules of their package, ``__init__`` files bypassed."""
+    if not (src / "yolox" / "data" / "data_augment.py").is_file():
+        sys.exit(f"--yolox-src {src}: no yolox/data/data_augment.py there")
+    missing = {r for r in ("torchvision", "psutil", "loguru") if importlib.util.find_spec(r) is None}
+    sys.meta_path.insert(0, _StubFinder(missing))
+    for name, sub in (("yolox", ""), ("yolox.data", "data"), ("yolox.data.datasets", "data/datasets"),
+                      ("yolox.utils", "utils")):
+        package = types.ModuleType(name)
+        package.__path__ = [str(src / "yolox" / sub)]
+        sys.modules[name] = package
+    boxes = importlib.import_module("yolox.utils.boxes")
+    utils = sys.modules["yolox.utils"]  # what their two modules import from it
+    utils.xyxy2cxcywh, utils.adjust_box_anns, utils.get_local_rank = boxes.xyxy2cxcywh, boxes.adjust_box_anns, int
+    return importlib.import_module("yolox.data.data_augment"), importlib.import_module(
+        "yolox.data.datasets.mosaicdetection")
+
+
+def yolox_draw(uniforms: list[float]) -> AffineDraw:
+    """YOLOX's 6 draws (angle, scale, shear x, shear y, translate x, y) as ours: their first shear draw
+    multiplies R's first row into M's second, i.e. our ``shear_y``; translation t is our centre 0.5 + t."""
+    angle, scale, shear_first, shear_second, tx, ty = uniforms
+    return AffineDraw(angle=angle, scale=scale, shear_x=shear_second, shear_y=shear_first, centre_x=0.5 + tx,
+                      centre_y=0.5 + ty)
+
+
+class ReplayRng:
+    """Stands in for our ``numpy.random.Generator``, returning values recorded from their ``random``."""
+
+    def __init__(self, uniforms: list[float], integers: list[int]) -> None:
+        self.uniforms, self.ints = list(uniforms), list(integers)
+
+    def uniform(self, low=0.0, high=1.0):
+        return self.uniforms.pop(0)
+
+    def integers(self, low, high=None):
+        return self.ints.pop(0)
+
+
+def check_yolox(data_augment, mosaicdetection, cases: int, size: int = 128) -> None:
+    worst = {"pixel": 0, "box": 0.0, "boxes": 0}
+    for case in range(cases):
+        rng = np.random.default_rng(30_000 + case)
+        canvas = rng.integers(0, 255, (2 * size, 2 * size, 3), dtype=np.uint8)
+        boxes = random_boxes(rng, int(rng.integers(1, 12)), 2 * size, 2 * size)
+        classes = rng.integers(0, 3, len(boxes))
+        recorder = RecordingRandom(case)
+        data_augment.random = recorder
+        targets = np.concatenate([boxes, classes[:, None].astype(float)], 1)
+        their_img, their_labels = data_augment.random_affine(canvas.copy(), targets.copy(), target_size=(size, size),
+                                                             degrees=10.0, translate=0.1, scales=(0.1, 2.0), shear=2.0)
+        ours = apply_affine(LabelledImage(canvas, boxes, classes), yolox_draw(recorder.uniforms), (size, size),
+                            style="yolox")
+        their = np.concatenate([their_labels[:, 4:5], their_labels[:, :4]], 1)  # as [cls, xyxy]
+        compare(f"yolox random_affine case {case}", their_img, their, ours, worst)
+    print(f"YOLOX random_affine (degrees 10, translate 0.1, scale 0.1-2, shear 2) on {cases} 2S canvases at "
+          f"{size} px: {worst['boxes']} boxes; max |pixel diff| {worst['pixel']}, max |box diff| {worst['box']:.1e} px")
+
+    worst = {"pixel": 0, "box": 0.0, "boxes": 0}
+
+    class StandInDataset:  # what MosaicDetection.mixup reads from its wrapped dataset
+        def __init__(self, image, labels):
+            self.image, self.labels = image, labels
+
+        def load_anno(self, index):
+            return self.labels
+
+        def pull_item(self, index):
+            return self.image.copy(), self.labels.copy(), None, index
+
+    class StandInMosaic:
+        mixup_scale = (0.5, 1.5)
+
+        def __init__(self, dataset):
+            self._dataset = dataset
+
+        def __len__(self):
+            return 5
+
+    for case in range(cases):
+        rng = np.random.default_rng(40_000 + case)
+        first = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        first_boxes = random_boxes(rng, 3, size, size)
+        h, w = int(rng.integers(40, 400)), int(rng.integers(40, 400))
+        other = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        other_boxes = random_boxes(rng, int(rng.integers(1, 8)), w, h)
+        other_classes = rng.integers(0, 3, len(other_boxes))
+        recorder = RecordingRandom(case)
+        mosaicdetection.random = recorder
+        other_labels = np.concatenate([other_boxes, other_classes[:, None].astype(float)], 1)
+        first_labels = np.concatenate([first_boxes, np.zeros((3, 1))], 1)
+        their_img, their_labels = mosaicdetection.MosaicDetection.mixup(
+            StandInMosaic(StandInDataset(other, other_labels)), first.copy(), first_labels.copy(), (size, size))
+        replay = ReplayRng(recorder.uniforms, recorder.randints[1:])  # randints[0] picked the image
+        ours = mixup_yolox(LabelledImage(first, first_boxes, np.zeros(3, int)),
+                           LabelledImage(other, other_boxes, other_classes), replay)
+        their = np.concatenate([their_labels[:, 4:5], their_labels[:, :4]], 1)
+        compare(f"yolox mixup case {case}", their_img, their, ours, worst)
+    print(f"YOLOX MosaicDetection.mixup on {cases} pairs at {size} px: {worst['boxes']} boxes; "
+          f"max |pixel diff| {worst['pixel']}, max |box diff| {worst['box']:.1e} px")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", type=Path, required=True)
+    parser.add_argument("--yolox-src", type=Path, help="folder holding YOLOX's yolox package")
     parser.add_argument("--cases", type=int, default=200)
     args = parser.parse_args()
     augmentations, dataloaders = import_theirs(args.site)
     check_perspective(augmentations, args.cases)
     check_mosaic(dataloaders, augmentations, args.cases)
     check_mixup(augmentations, args.cases)
+    if args.yolox_src is not None:
+        check_yolox(*import_yolox(args.yolox_src), args.cases)
     print("parity: OK")
 
 

@@ -78,6 +78,8 @@ class AugmentConfig:
     flipud: float | None = _rule(None, ge=0.0, le=1.0)  # probability of an up-down flip
     fliplr: float | None = _rule(None, ge=0.0, le=1.0)  # probability of a left-right flip
     close_mosaic: int | None = _rule(None, ge=0)  # the last N epochs without mosaic and mixup
+    # Whose geometry (affine pivot, box filter, mixup): yolov5 or yolox (README "Training augmentation").
+    style: str | None = _rule(None, choices=("yolov5", "yolox"))
 
     def __post_init__(self) -> None:
         """The checks a single field's rule cannot express: the form of ``scale``, hsv bounds by mode."""

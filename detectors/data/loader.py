@@ -109,7 +109,8 @@ class DetectionDataset(Dataset):
         if self.augment is not None and request.aug_seed is not None:
             labelled, meta = augment_sample(request.index, np.random.default_rng(request.aug_seed), load=self.load,
                                             count=len(self.samples), size=self.img_size, params=self.augment,
-                                            mosaic_allowed=request.mosaic_allowed)
+                                            mosaic_allowed=request.mosaic_allowed,
+                                            has_boxes=lambda i: len(self.samples[i].boxes) > 0)
         else:
             labelled, meta = letterboxed(self.load(request.index), self.img_size)
         if self.cache is not None and meta is not None:  # the same geometry, mapped to the original image

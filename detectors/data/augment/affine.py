@@ -1,11 +1,16 @@
 """Random affine/perspective warp of an image with its boxes and ignore regions (YOLOv5's
-``random_perspective``, written from its description).
+``random_perspective`` and YOLOX's ``random_affine``, written from their descriptions).
 
-The map is ``M = T @ S @ R @ P @ C`` (applied right to left): ``C`` moves the input's centre to the
-origin, ``P`` is the perspective, ``R`` rotates by ``angle`` degrees counter-clockwise (OpenCV's sign,
-y axis down) and zooms by ``scale``, ``S`` shears, and ``T`` puts the centre at ``(centre_x * out_w,
-centre_y * out_h)``. A box maps to the bounding box of its four warped corners, clipped to the output;
-``box_candidates`` then drops boxes that became slivers or were mostly cut off.
+YOLOv5 (style ``yolov5``): ``M = T @ S @ R @ P @ C`` (applied right to left): ``C`` moves the input's
+centre to the origin, ``P`` is the perspective, ``R`` rotates by ``angle`` degrees counter-clockwise
+(OpenCV's sign, y axis down) and zooms by ``scale``, ``S`` shears, and ``T`` puts the centre at
+``(centre_x * out_w, centre_y * out_h)``. A box maps to the bounding box of its four warped corners,
+clipped to the output; ``box_candidates`` then drops boxes that became slivers or were mostly cut off.
+
+YOLOX (style ``yolox``): no ``C`` and no ``P``: the pivot is the input's top-left corner, and ``T``
+shifts by ``(centre_x - 0.5) * out_w`` (YOLOX draws that shift as ``U(-t, t)`` of the output size), so
+a 2S mosaic at zoom 1 shows its top-left quarter. Boxes are only clipped here; YOLOX drops boxes at the
+end of its pipeline (``drop_thin_boxes``).
 """
 
 from __future__ import annotations
@@ -46,10 +51,9 @@ def draw_affine(rng: np.random.Generator, params: AugmentParams) -> AffineDraw:
                       float(px), float(py))
 
 
-def affine_matrix(draw: AffineDraw, in_size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
+def affine_matrix(draw: AffineDraw, in_size: tuple[int, int], out_size: tuple[int, int], *,
+                  style: str = "yolov5") -> np.ndarray:
     """The 3x3 map from input pixels (``in_size = (W, H)``) to output pixels (``out_size``)."""
-    centre = np.eye(3)
-    centre[0, 2], centre[1, 2] = -in_size[0] / 2, -in_size[1] / 2
     perspective = np.eye(3)
     perspective[2, 0], perspective[2, 1] = draw.perspective_x, draw.perspective_y
     rotate = np.eye(3)
@@ -58,6 +62,11 @@ def affine_matrix(draw: AffineDraw, in_size: tuple[int, int], out_size: tuple[in
     shear[0, 1] = math.tan(math.radians(draw.shear_x))
     shear[1, 0] = math.tan(math.radians(draw.shear_y))
     translate = np.eye(3)
+    if style == "yolox":  # pivot at the input's top-left corner, shifted by the draw's offset from 0.5
+        translate[0, 2], translate[1, 2] = (draw.centre_x - 0.5) * out_size[0], (draw.centre_y - 0.5) * out_size[1]
+        return translate @ shear @ rotate @ perspective
+    centre = np.eye(3)
+    centre[0, 2], centre[1, 2] = -in_size[0] / 2, -in_size[1] / 2
     translate[0, 2], translate[1, 2] = draw.centre_x * out_size[0], draw.centre_y * out_size[1]
     return translate @ shear @ rotate @ perspective @ centre
 
@@ -95,19 +104,30 @@ def box_candidates(before: np.ndarray, after: np.ndarray, *, wh_thr: float = 2.0
     return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (aspect < ar_thr)
 
 
-def apply_affine(item: LabelledImage, draw: AffineDraw, out_size: tuple[int, int]) -> LabelledImage:
-    """Warp ``item`` by ``draw`` into ``out_size`` (W, H): boxes follow and are filtered, ignore regions
-    follow and are kept while anything of them is left (ignoring too much is harmless, too little is not).
+def drop_thin_boxes(item: LabelledImage, min_side: float = 1.0) -> LabelledImage:
+    """YOLOX's final filter: keep boxes wider and taller than ``min_side`` px."""
+    keep = np.minimum(item.boxes[:, 2] - item.boxes[:, 0], item.boxes[:, 3] - item.boxes[:, 1]) > min_side
+    return LabelledImage(item.image, item.boxes[keep], item.classes[keep], item.ignore)
+
+
+def apply_affine(item: LabelledImage, draw: AffineDraw, out_size: tuple[int, int], *,
+                 style: str = "yolov5") -> LabelledImage:
+    """Warp ``item`` by ``draw`` into ``out_size`` (W, H): boxes follow (and, style ``yolov5``, are
+    filtered by ``box_candidates``); ignore regions follow and are kept while anything of them is left
+    (ignoring too much is harmless, too little is not).
     """
-    matrix = affine_matrix(draw, (item.width, item.height), out_size)
+    matrix = affine_matrix(draw, (item.width, item.height), out_size, style=style)
     image = warp_image(item.image, matrix, out_size)
     boxes = warp_boxes(item.boxes, matrix, out_size)
-    keep = box_candidates(item.boxes.astype(np.float64) * draw.scale, boxes.astype(np.float64))
+    if style == "yolox":
+        keep = np.ones(len(boxes), bool)
+    else:
+        keep = box_candidates(item.boxes.astype(np.float64) * draw.scale, boxes.astype(np.float64))
     ignore = warp_boxes(item.ignore, matrix, out_size)
     return LabelledImage(image, boxes[keep], item.classes[keep], ignore[non_empty(ignore)])
 
 
 def random_affine(item: LabelledImage, rng: np.random.Generator, params: AugmentParams,
                   out_size: tuple[int, int]) -> LabelledImage:
-    """``apply_affine`` with a fresh draw from ``params``."""
-    return apply_affine(item, draw_affine(rng, params), out_size)
+    """``apply_affine`` with a fresh draw from ``params``, in ``params.style``."""
+    return apply_affine(item, draw_affine(rng, params), out_size, style=params.style)

@@ -9,7 +9,8 @@ family whose recipe says nothing trains as YOLOv5 does.
 YOLOX's exp (``yolox/exp/yolox_base.py``) in these keys, for its family recipe::
 
     mosaic 1.0, mixup 1.0, degrees 10, translate 0.1, scale [0.1, 2.0], shear 2.0, hsv_mode shift,
-    hsv_h 5, hsv_s 30, hsv_v 30, fliplr 0.5, close_mosaic 15 (no_aug_epochs), affine_without_mosaic false
+    hsv_h 5, hsv_s 30, hsv_v 30, fliplr 0.5, close_mosaic 15 (no_aug_epochs), affine_without_mosaic false,
+    style yolox
     (yolox_tiny and yolox_nano: scale [0.5, 1.5], mixup 0; yolox_nano also mosaic 0.5)
 
 Values are checked by the config's own rules (``detectors.config.AugmentConfig``), whichever layer
@@ -48,6 +49,9 @@ class AugmentParams:
     flipud: float = 0.0  # probability of an up-down flip
     fliplr: float = 0.5  # probability of a left-right flip
     close_mosaic: int = 0  # the last N epochs run without mosaic and mixup
+    # Whose geometry: yolov5 (affine about the centre, box_candidates, mixup of two mosaics) or yolox
+    # (affine about the top-left corner, boxes <= 1 px dropped at the end, YOLOX's one-image mixup).
+    style: str = "yolov5"
 
     @property
     def affine_is_identity(self) -> bool:

@@ -12,7 +12,7 @@ SCRATCH_LOW = {"mosaic": 1.0, "mixup": 0.0, "degrees": 0.0, "translate": 0.1, "s
                "perspective": 0.0, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "flipud": 0.0, "fliplr": 0.5}
 YOLOX_EXP = {"mosaic": 1.0, "mixup": 1.0, "degrees": 10.0, "translate": 0.1, "scale": [0.1, 2.0], "shear": 2.0,
              "hsv_mode": "shift", "hsv_h": 5.0, "hsv_s": 30.0, "hsv_v": 30.0, "fliplr": 0.5, "close_mosaic": 15,
-             "affine_without_mosaic": False}
+             "affine_without_mosaic": False, "style": "yolox"}
 
 
 def _subset(params: AugmentParams, keys) -> dict:
@@ -33,7 +33,7 @@ def test_the_yolov5_family_recipe_is_scratch_low():
 def test_a_config_value_overrides_one_recipe_value_and_leaves_the_others():
     params = resolve_augment(AugmentConfig(mixup=0.2), YOLOX_EXP)
     assert params.mixup == 0.2 and params.scale == (0.1, 2.0) and params.close_mosaic == 15
-    assert params.hsv_mode == "shift" and params.degrees == 10.0
+    assert params.hsv_mode == "shift" and params.degrees == 10.0 and params.style == "yolox"
 
 
 def test_yaml_sets_any_single_value():
@@ -55,6 +55,7 @@ def test_the_old_flip_key_names_its_new_name():
     ({"hsv_h": 5}, r"data\.augment\.hsv_h: expected a value >= 0 and <= 1.0 for hsv_mode gain, got 5"),
     ({"hsv_mode": "hls"}, r"data\.augment\.hsv_mode: expected one of gain, shift"),
     ({"close_mosaic": -1}, r"data\.augment\.close_mosaic: expected a value >= 0"),
+    ({"style": "yolov8"}, r"data\.augment\.style: expected one of yolov5, yolox, got 'yolov8'"),
 ])
 def test_bad_values_name_the_key_and_what_was_expected(augment, message):
     with pytest.raises(ConfigError, match=message):
