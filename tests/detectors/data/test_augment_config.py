@@ -77,3 +77,13 @@ def test_a_bad_recipe_key_or_value_is_named():
 def test_every_family_recipe_resolves():
     for family in FAMILIES.values():
         resolve_augment(None, family.recipe.augment)
+
+
+def test_the_yolox_family_recipe_is_yoloxs_exp():
+    # yolox/exp/yolox_base.py (yolox_s/m/l/x; tiny and nano change scale, mixup and mosaic per size).
+    family = FAMILIES.get("yolox")
+    if family is None:
+        pytest.skip("no yolox family in detectors.zoo")
+    params = resolve_augment(None, family.recipe.augment)
+    expected = {**YOLOX_EXP, "scale": (0.1, 2.0)}
+    assert {key: getattr(params, key) for key in expected} == expected
