@@ -126,11 +126,14 @@ def measure_forward_backward(trainer, batches, steps: int) -> float:
 
     def once(batch):
         images = batch.images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(trainer.device.type, enabled=trainer.amp):
-            output = model(images)
-            gt_total, _ = loss_fn(output.head_maps, batch.targets)
-            terms = distill(output, batch.targets, img)
-        loss = distill.total_loss(gt_total, terms, images.shape[0])
+        if hasattr(trainer, "forward_loss"):  # the trainer's own forward + eq 7 (after issue 13)
+            loss, _ = trainer.forward_loss(images, batch.targets)
+        else:  # the trainer before issue 13 had it inline in train_step
+            with torch.autocast(trainer.device.type, enabled=trainer.amp):
+                output = model(images)
+                gt_total, _ = loss_fn(output.head_maps, batch.targets)
+                terms = distill(output, batch.targets, img)
+            loss = distill.total_loss(gt_total, terms, images.shape[0])
         trainer.scaler.scale(loss).backward()
 
     for i in range(2):

@@ -18,7 +18,16 @@ the model, the loss and the training dataset get ``start_epoch(epoch, epochs)`` 
 Callbacks implement any of ``before_train(trainer)``, ``after_step(trainer, step, items)`` (``step`` is
 the 1-based iteration count over the whole run; ``items`` the step's per-image loss terms as floats,
 keys as ``trainer.loss_terms``), ``after_epoch(trainer, epoch, metrics)`` (after the epoch's checkpoint is on
-disk) and ``after_train(trainer, metrics)``. The loop never looks at what a callback is.
+disk) and ``after_train(trainer, metrics)``. The loop never looks at what a callback is. ``items`` is a
+mapping read from the device on first access: a callback that reads it every step syncs every step.
+
+No host-device sync per step (issue 13): the loss terms stay on the device and are read every
+``loss_read_interval`` steps and at the end of the epoch (``detectors.engine.loss_log``), with the
+non-finite check naming the same epoch, step and term as a check inside the step (it raises at the
+read, before any evaluation or checkpoint of that epoch); step time is measured with CUDA events
+(``detectors.engine.step_timer``); EMA, SGD and gradient clipping update all tensors per call
+(``_foreach``; fused SGD on CUDA). ``train.compile`` compiles the model's forward (``model``) or
+forward + eq 7 (``step``) with ``torch.compile``.
 
 One deliberate difference from YOLOv5: gradients still accumulating at the end of an epoch are applied
 then, not carried into the next epoch, so that every checkpoint holds the complete training state and a
@@ -41,6 +50,7 @@ from torch import nn
 
 from detectors.config import RunConfig, config_to_dict, flatten_config
 from detectors.data import build_dataloader, load_samples
+from detectors.data.augment import resolve_augment
 from detectors.distillation import TERMS, build_distillation
 from detectors.engine.checkpoint import (
     BEST,
@@ -53,18 +63,32 @@ from detectors.engine.checkpoint import (
     save_checkpoint,
 )
 from detectors.engine.ema import ModelEMA
-from detectors.engine.schedule import DECAY_GROUP, Schedule, apply_settings, build_sgd, scaled_weight_decay
+from detectors.engine.loss_log import LossLog, StepLosses
+from detectors.engine.schedule import (
+    DECAY_GROUP,
+    Schedule,
+    apply_settings,
+    build_sgd,
+    scaled_weight_decay,
+    set_multi_tensor,
+)
+from detectors.engine.step_timer import StepTimer
 from detectors.engine.validate import eval_loader, fitness, load_model_weights, resolve_device, validate
-from detectors.errors import ConfigError, NonFiniteLossError
+from detectors.errors import ConfigError
 from detectors.zoo import build_detector_for, family_of
 
 log = logging.getLogger(__name__)
 
 EPOCH_HOOK = "start_epoch"  # detectors.api: start_epoch(epoch, epochs) on model, loss, distillation, dataset
 CALLBACK_HOOKS = ("before_train", "after_step", "after_epoch", "after_train")
+# Steps between reads of the loss terms from the device (and non-finite checks); also read at epoch end.
+LOSS_READ_INTERVAL = 50
+# torch.compile's backend for train.compile (tests swap in "eager" to check the wiring quickly).
+COMPILE_BACKEND = "inductor"
 # Config keys a resumed run may change: where things are and how fast, not what is computed.
 # (train.epochs may grow to extend a run; the cosine schedule then follows the new length.)
-_RESUME_MAY_CHANGE = ("tracking.", "data.root", "data.workers", "train.device", "train.epochs", "eval.batch_size")
+_RESUME_MAY_CHANGE = ("tracking.", "data.root", "data.workers", "data.cache", "train.device", "train.epochs",
+                      "train.compile", "eval.backend", "eval.rect", "eval.batch_size")
 
 
 def fit(
@@ -136,10 +160,16 @@ class Trainer:
             lr=train.lr0,
             momentum=train.momentum,
             weight_decay=scaled_weight_decay(train.weight_decay, train.batch_size, train.nominal_batch),
+            fused=self.use_cuda,
         )
         self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = ModelEMA(self.model, decay=train.ema_decay) if train.ema else None
+        self.loss_log = LossLog(self.loss_terms,
+                                lambda values, epoch, step: _non_finite_message(values, self.loss_terms, epoch, step))
+        self.loss_read_interval = LOSS_READ_INTERVAL
+        self.step_timer = StepTimer(self.device)
+        self._forward_loss = self._compiled_forward_loss(train.compile)
 
         self.train_samples = load_samples(cfg.data, "train")
         self.val_samples = load_samples(cfg.data, "val")
@@ -153,7 +183,9 @@ class Trainer:
         )
         self.val_loader = eval_loader(cfg, self.val_samples, pin_memory=self.use_cuda)
         self.steps_per_epoch = min(len(self.train_loader), train.max_steps_per_epoch or len(self.train_loader))
-        self.schedule = Schedule.from_config(train, steps_per_epoch=self.steps_per_epoch)
+        # The run's last epochs without mosaic (close_mosaic) are where yolox_cosine holds its minimum lr.
+        no_aug_epochs = resolve_augment(cfg.data.augment, self.family.recipe.augment).close_mosaic
+        self.schedule = Schedule.from_config(train, steps_per_epoch=self.steps_per_epoch, no_aug_epochs=no_aug_epochs)
 
         self.epoch = 0  # completed epochs
         self.global_step = 0  # completed iterations (batches), over the whole run
@@ -192,9 +224,8 @@ class Trainer:
         started = time.perf_counter()
         self.model.train()
         self.distillation.train()
-        sums = dict.fromkeys(self.loss_terms, 0.0)
-        images_seen = 0
-        train_seconds = 0.0
+        self.loss_log.start_epoch()
+        self.step_timer.reset()
         nb = self.steps_per_epoch
         first = (epoch - 1) * nb  # global index of this epoch's first iteration
         last_step_at = first - 1  # the previous epoch flushed its gradients
@@ -209,28 +240,24 @@ class Trainer:
             iteration = first + i
             settings = self.schedule.at(iteration, epoch - 1)
             apply_settings(self.optimizer, settings)
-            step_started = time.perf_counter()
+            self.step_timer.start()
             items = self.train_step(batch, epoch, i + 1)
             if iteration - last_step_at >= settings.accumulate:
                 self.optimizer_step()
                 last_step_at = iteration
-            if self.use_cuda:
-                torch.cuda.synchronize(self.device)
-            train_seconds += time.perf_counter() - step_started
-            size = len(batch.image_ids)
-            images_seen += size
-            for name in self.loss_terms:
-                sums[name] += items[name] * size
+            self.step_timer.stop()
+            if (i + 1) % self.loss_read_interval == 0:
+                self.loss_log.read()  # raises NonFiniteLossError naming the first bad step
             self.global_step = iteration + 1
             self._emit("after_step", self, self.global_step, items)
         if last_step_at < first + nb - 1:  # gradients still accumulating: apply them within this epoch
-            step_started = time.perf_counter()
+            self.step_timer.start()
             self.optimizer_step()
-            train_seconds += time.perf_counter() - step_started
+            self.step_timer.stop()
 
         metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[DECAY_GROUP]["lr"]}
-        metrics.update({f"loss/{name}": sums[name] / max(images_seen, 1) for name in self.loss_terms})
-        metrics["time/train_steps"] = train_seconds
+        metrics.update({f"loss/{name}": value for name, value in self.loss_log.means().items()})
+        metrics["time/train_steps"] = self.step_timer.seconds()
         metrics["time/eval"] = 0.0
         improved = False
         if epoch % self.cfg.train.eval_interval == 0 or epoch == self.cfg.train.epochs:
@@ -251,15 +278,27 @@ class Trainer:
         self._emit("after_epoch", self, epoch, metrics)
         return metrics
 
-    def train_step(self, batch: Any, epoch: int, step: int) -> dict[str, float]:
-        """Forward, eq 7, backward (no optimiser step). Returns the per-image terms as floats."""
+    def train_step(self, batch: Any, epoch: int, step: int) -> StepLosses:
+        """Forward, eq 7, backward (no optimiser step). Returns the per-image terms, read lazily: they stay
+        on the device until ``loss_log`` reads them (see the module docstring)."""
         images = batch.images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = batch.targets.to(self.device, non_blocking=True)
+        loss, values = self._forward_loss(images, targets)
+        items = self.loss_log.add(values, epoch=epoch, step=step, batch_size=images.shape[0])
+        self.scaler.scale(loss).backward()
+        return items
+
+    def flush_losses(self) -> None:
+        """Read the pending loss terms now (raises ``NonFiniteLossError`` for a non-finite one)."""
+        self.loss_log.read()
+
+    def forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq 7 in the family's batch convention, and the detached per-image terms in ``loss_terms`` order."""
         batch_size = images.shape[0]
         with torch.autocast(self.device.type, enabled=self.amp):
-            output = self.model(images)
+            output = self._forward_model(images)
             gt_total, items = self.loss_fn(output, targets)
             terms = self.distillation(output, targets, self.cfg.data.img_size)
         scale = batch_size if self.family.recipe.loss_scaled_by_batch else 1
@@ -268,17 +307,23 @@ class Trainer:
         gt_items = [items[k].float() for k in self.loss_fn.term_names]
         per_image = loss.detach() / scale
         values = torch.stack([per_image.float(), torch.stack(gt_items).sum(), *gt_items,
-                              *(terms[k].detach().float() for k in TERMS)]).tolist()  # one device sync
-        result = dict(zip(self.loss_terms, values, strict=True))
-        if not math.isfinite(result["total"]):
-            raise NonFiniteLossError(_non_finite_message(result, self.loss_terms, epoch, step))
-        self.scaler.scale(loss).backward()
-        return result
+                              *(terms[k].detach().float() for k in TERMS)])
+        return loss, values
+
+    def _compiled_forward_loss(self, mode: str):
+        """``forward_loss`` as ``train.compile`` asks: plain (``none``), with the model's forward compiled
+        (``model``), or compiled whole (``step``: forward + eq 7 in one graph, whose backward AOTAutograd
+        compiles too). The compiled module shares ``self.model``'s parameters: checkpoints keep their keys."""
+        self._forward_model = torch.compile(self.model, backend=COMPILE_BACKEND) if mode == "model" else self.model
+        if mode == "step":
+            return torch.compile(self.forward_loss, backend=COMPILE_BACKEND)
+        return self.forward_loss
 
     def optimizer_step(self) -> None:
         if self.cfg.train.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.parameters, max_norm=self.cfg.train.grad_clip)
+            # foreach: one norm and one scaling call over all gradients (torch's CPU default is a loop)
+            torch.nn.utils.clip_grad_norm_(self.parameters, max_norm=self.cfg.train.grad_clip, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -327,6 +372,7 @@ class Trainer:
             else:  # EMA switched on for the rest of the run: start it from the current weights
                 self.ema = ModelEMA(self.model, decay=self.cfg.train.ema_decay)
         self.optimizer.load_state_dict(state["optimizer"])
+        set_multi_tensor(self.optimizer, fused=self.use_cuda)  # saved groups carry the saving device's choice
         if self.amp and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])

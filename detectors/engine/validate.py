@@ -87,13 +87,25 @@ def validate(
         model, loader, conf=cfg.eval.conf, iou=cfg.eval.iou, max_det=cfg.eval.max_det, device=device,
         amp=amp, channels_last=channels_last,
     )
-    return summarise(evaluate(samples, predictions, list(cfg.data.classes)), list(cfg.data.classes))
+    classes = list(cfg.data.classes)
+    return summarise(evaluate(samples, predictions, classes, backend=cfg.eval.backend), classes)
 
 
 def eval_loader(cfg: RunConfig, samples: list, *, pin_memory: bool = False):
+    """Unaugmented batches of ``samples``: rectangular ones (``eval.rect``, each letterboxed to its own
+    minimal shape, ``detectors.data.rect_eval``) or square ``img_size`` ones; ``data.cache`` applies."""
     from detectors.data import build_dataloader
 
     batch_size = cfg.eval.batch_size or cfg.train.batch_size * 2
+    if cfg.eval.rect:
+        from detectors.data.image_cache import build_image_cache
+        from detectors.data.rect_eval import build_rect_eval_loader
+        from detectors.zoo import family_of
+
+        return build_rect_eval_loader(
+            samples, img_size=cfg.data.img_size, batch_size=batch_size, workers=cfg.data.workers,
+            stride=family_of(cfg.detector.name).recipe.stride_multiple,
+            cache=build_image_cache(cfg.data.cache, samples, cfg.data.img_size), pin_memory=pin_memory)
     return build_dataloader(cfg.data, samples, batch_size=batch_size, augment=False, shuffle=False,
                             seed=cfg.seed, pin_memory=pin_memory)
 
