@@ -28,7 +28,7 @@ test: $(STAMP) lint test-deps
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
 
-# ---- Integration-test dependencies (issue 6: tests/integration, docker-compose.yml) -------------------
+# ---- Test dependencies from Debian (issue 6: tests/integration; issue 14: the MLflow UI browser test) ---
 # tests/integration builds the team topology from real processes and needs PostgreSQL's server binaries
 # (Debian's `postgresql`). Installed here when missing and we are root with apt-get (as CI is); anywhere
 # else the tests skip and say why. The Python side (psycopg2, mlflow[auth]) is the `server` extra above.
@@ -44,6 +44,17 @@ test-deps:
 		|| { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }; \
 	else \
 		echo "test-deps: no PostgreSQL binaries and not root with apt-get: tests/integration will skip"; \
+	fi
+	@# tests/study/test_mlflow_ui_browser.py drives headless Chromium (Debian's `chromium`) against `mssd ui`.
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "test-deps: installing chromium for the MLflow UI browser test"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	else \
+		echo "test-deps: no chromium and not root with apt-get: the MLflow UI browser test will skip"; \
 	fi
 
 test-integration: $(STAMP) test-deps

@@ -14,6 +14,7 @@ from study.tracking.provenance import git_commit, package_versions
 from study.tracking.queries import (
     TrialRecord,
     download_artifact,
+    experiment_id,
     is_finite_number,
     log_parent_artifacts,
     metric_history,
@@ -35,7 +36,7 @@ from study.tracking.study_tracker import TRIAL_STATUSES, StudyTracker
 
 __all__ = [
     "TRIAL_STATUSES", "RunLogger", "StudyTracker", "TrackingError", "TrialRecord", "check_tracking",
-    "default_tracking_uri", "download_artifact", "git_commit", "is_finite_number", "is_http_uri",
+    "default_tracking_uri", "download_artifact", "experiment_id", "git_commit", "is_finite_number", "is_http_uri",
     "log_parent_artifacts", "metric_history", "package_versions", "parent_run_id", "redact_uri",
     "resolve_tracking_uri", "store_has_run", "study_trials", "ui_command",
 ]

@@ -30,6 +30,11 @@ def _experiment_id(mlflow_client: Any, study: str) -> str:
     return experiment.experiment_id
 
 
+def experiment_id(uri: str, study: str) -> str:
+    """The id of the study's experiment (one-line ``TrackingError`` when the store has no such study)."""
+    return _experiment_id(client(uri), study)
+
+
 def parent_run_id(uri: str, study: str) -> str:
     mlflow_client = client(uri)
     runs = mlflow_client.search_runs([_experiment_id(mlflow_client, study)],

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from study.mlflow_view import training_experiment_tags
 from study.tracking.store import check_tracking, client, ensure_experiment, first_line
 from study.tracking.writer import Writer, log_epoch, log_params, logged_epochs, numeric_metrics
 
@@ -24,7 +25,8 @@ class RunLogger:
         self._client = client(uri)
         self._writer = Writer()
         experiment_id = ensure_experiment(self._client, uri, experiment,
-                                          Path(artifact_root) if artifact_root else None)
+                                          Path(artifact_root) if artifact_root else None,
+                                          training_experiment_tags())  # the UI's model-training view
         if resume_run_id:
             self.run_id = resume_run_id
             self._epochs = logged_epochs(self._client, resume_run_id)

@@ -186,8 +186,17 @@ def client(uri: str) -> Any:
         return MlflowClient(uri)
 
 
-def ensure_experiment(mlflow_client: Any, uri: str, name: str, artifact_root: Path | None) -> str:
-    """The id of experiment ``name``, created (or restored from deleted) when needed."""
+def ensure_experiment(mlflow_client: Any, uri: str, name: str, artifact_root: Path | None,
+                      tags: dict[str, str] | None = None) -> str:
+    """The id of experiment ``name``, created (or restored from deleted) when needed, with ``tags`` set
+    (also on an existing experiment: one made before a tag existed gets it)."""
+    experiment_id = _ensure_experiment(mlflow_client, uri, name, artifact_root)
+    for key, value in (tags or {}).items():
+        mlflow_client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id
+
+
+def _ensure_experiment(mlflow_client: Any, uri: str, name: str, artifact_root: Path | None) -> str:
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from study.tracking.store import check_tracking, client, ensure_experiment, first_line, search_all
+from study.tracking.study_summary import write_parent_summary
 from study.tracking.writer import Writer, log_epoch, log_params, logged_epochs, numeric_metrics
 
 TRIAL_STATUSES = ("running", "completed", "early_stopped", "nonfinite", "error")
-_RUN_STATUS = {"running": "RUNNING", "completed": "FINISHED", "early_stopped": "FINISHED",
+# ASHA-stopped trials end KILLED (MLflow's "stopped before completion"), so the UI's status icon tells them
+# from completed ones; the ``mssd.status`` tag (a column of the study's view) says which.
+_RUN_STATUS = {"running": "RUNNING", "completed": "FINISHED", "early_stopped": "KILLED",
                "nonfinite": "FAILED", "error": "FAILED"}
 
 
@@ -39,13 +42,15 @@ class StudyTracker:
     """
 
     def __init__(self, uri: str, study: str, *, staging_dir: str | Path, artifact_root: str | Path | None = None,
-                 tags: dict[str, str] | None = None, artifacts: dict[str, str] | None = None) -> None:
+                 tags: dict[str, str] | None = None, artifacts: dict[str, str] | None = None,
+                 experiment_tags: dict[str, str] | None = None) -> None:
         self.uri = uri
         self.study = study
         self.staging_dir = Path(staging_dir)
         self.artifact_root = Path(artifact_root) if artifact_root else None
         self.tags = dict(tags or {})
         self.artifacts = dict(artifacts or {})  # artifact file name -> text
+        self.experiment_tags = dict(experiment_tags or {})  # e.g. study.mlflow_view.experiment_tags
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
         self.initial_trials: set[str] = set()
@@ -57,7 +62,8 @@ class StudyTracker:
     def start(self) -> None:
         check_tracking(self.uri)
         self._client = client(self.uri)
-        self.experiment_id = ensure_experiment(self._client, self.uri, self.study, self.artifact_root)
+        self.experiment_id = ensure_experiment(self._client, self.uri, self.study, self.artifact_root,
+                                               self.experiment_tags)
         existing = self._client.search_runs(
             [self.experiment_id], f"tags.`mssd.role` = 'parent' and tags.`mssd.study` = '{self.study}'",
             max_results=1)
@@ -85,6 +91,11 @@ class StudyTracker:
     @property
     def known_trials(self) -> set[str]:
         return set(self._trials)
+
+    def run_id(self, trial_id: str) -> str | None:
+        """The trial's MLflow run id once the writer has created the run (None before, or if unknown)."""
+        state = self._trials.get(trial_id)
+        return state.run_id if state is not None else None
 
     # -- asynchronous writes
     def trial_started(self, trial_id: str, name: str, params: dict[str, Any], searched: Iterable[str]) -> None:
@@ -160,6 +171,12 @@ class StudyTracker:
                 self._client.delete_run(run_id)
 
             self._writer.submit(op, f"trial {trial_id} retire")
+
+    def summarize(self, metric: str, mode: str, searched: list[str], space_text: str) -> None:
+        """Give the parent run the best trial's metrics and params and the study's summary (study_summary)."""
+        self._writer.submit(lambda: write_parent_summary(self._client, self.experiment_id, self.parent_run_id,
+                                                         self.study, metric, mode, searched, space_text),
+                            "study summary")
 
     def study_finished(self, status: str = "FINISHED", extra_tags: dict[str, str] | None = None) -> None:
         def op() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from ray import tune
 
 from detectors.config import RunConfig, flatten_config
-from study import tracking
+from study import mlflow_view, tracking
 from study.search_space import with_params
 from study.tune.results import epoch_metrics, is_terminal_failure, trial_status
 
@@ -103,7 +103,9 @@ class MLflowCallback(tune.Callback):
 
     def _started(self, trial: Any) -> None:
         cfg = with_params(self.base, trial.config)
-        self.tracker.trial_started(trial.trial_id, str(trial), flatten_config(cfg), self.searched)
+        position = len(self.tracker.known_trials - {trial.trial_id})  # trials started before this one
+        name = mlflow_view.trial_run_name(trial.trial_id, position, trial.config, self.searched)  # t07 gamma=...
+        self.tracker.trial_started(trial.trial_id, name, flatten_config(cfg), self.searched)
 
     @_guarded
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from detectors.config import RunConfig, flatten_config
-from study import tracking
+from study import mlflow_view, tracking
 from study.cluster import is_storage_uri
 from study.search_space import with_params
 
@@ -77,7 +77,9 @@ def backfill(experiment_path: str, tracker: tracking.StudyTracker, base: RunConf
         new = trial_id not in tracker.known_trials
         if new:
             cfg = with_params(base, rows[0].get("config") or {})
-            tracker.trial_started(trial_id, f"trial_{trial_id}", flatten_config(cfg), searched)
+            name = mlflow_view.trial_run_name(trial_id, len(tracker.known_trials), rows[0].get("config") or {},
+                                              searched)
+            tracker.trial_started(trial_id, name, flatten_config(cfg), searched)
         for row in rows:
             if not is_terminal_failure(row):
                 tracker.trial_epoch(trial_id, int(row["epoch"]), epoch_metrics(row), row.get("timestamp"))

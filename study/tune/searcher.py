@@ -9,6 +9,9 @@ trained all its epochs is ``COMPLETE`` with its last value; a trial that ASHA st
 results): TPE ranks pruned trials below every complete one, the ones that got further first, so it
 learns "bad region" without mistaking a 1-epoch mAP for a final one. Non-finite and crashed trials
 are ``FAIL`` and ignored by TPE.
+
+For ``optuna-dashboard`` (the ``dashboard`` extra): the objective is named after the study metric, and
+each Optuna trial carries ``ray_trial_id`` and ``mlflow_run_id`` as user attributes.
 """
 
 from __future__ import annotations
@@ -47,8 +50,40 @@ class StudyOptunaSearch(OptunaSearch):
     (no public accessor; read in ``_optuna_trial`` only); everything done with them is Optuna's public API.
     """
 
+    tracker_key: str | None = None  # the study's key in mlflow_callback.TRACKERS (links trials to MLflow runs)
+
     def _optuna_trial(self, trial_id: str) -> Any:
         return self._ot_trials.get(trial_id)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        import warnings
+
+        ok = super().set_search_properties(metric, mode, config, **spec)
+        if ok and self.metric:
+            with warnings.catch_warnings():  # set_metric_names is marked experimental in Optuna
+                warnings.simplefilter("ignore")
+                self._ot_study.set_metric_names([self.metric])  # optuna-dashboard names the objective
+        return ok
+
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        ot_trial = self._optuna_trial(trial_id)
+        if ot_trial is not None:
+            ot_trial.set_user_attr("ray_trial_id", trial_id)
+        return params
+
+    def _link_mlflow_run(self, trial_id: str, ot_trial: Any) -> None:
+        """Record the trial's MLflow run id on the Optuna trial once the run exists (optuna-dashboard shows it)."""
+        linked = self.__dict__.setdefault("_mssd_linked", set())
+        if trial_id in linked or not self.tracker_key:
+            return
+        from study.tune.mlflow_callback import TRACKERS
+
+        tracker = TRACKERS.get(self.tracker_key)
+        run_id = tracker.run_id(trial_id) if tracker is not None else None
+        if run_id:
+            ot_trial.set_user_attr("mlflow_run_id", run_id)
+            linked.add(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if result.get("nonfinite") or result.get("failed") or not result.get("evaluated", 1.0):
@@ -61,6 +96,7 @@ class StudyOptunaSearch(OptunaSearch):
         reported = self.__dict__.setdefault("_mssd_reported", {}).setdefault(trial_id, set())
         if not math.isfinite(value) or epoch in reported or self._finished_in_storage(ot_trial):
             return
+        self._link_mlflow_run(trial_id, ot_trial)
         ot_trial.report(value, epoch)
         reported.add(epoch)
 
@@ -92,6 +128,7 @@ class StudyOptunaSearch(OptunaSearch):
         if self._finished_in_storage(ot_trial):
             self._completed_trials.add(trial_id)
             return
+        self._link_mlflow_run(trial_id, ot_trial)  # before the tell: a finished trial takes no attributes
         value = None if result is None else result.get(self.metric)
         if (error or result is None or result.get("nonfinite") or result.get("failed") or value is None
                 or not math.isfinite(value)):
@@ -133,5 +170,7 @@ def build_searcher(name: str, seed: int, folder: Path, storage: str, client_mode
     import optuna
 
     sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed)
-    return StudyOptunaSearch(sampler=sampler, study_name=name,
-                             storage=optuna_storage(name, folder, storage, client_mode))
+    searcher = StudyOptunaSearch(sampler=sampler, study_name=name,
+                                 storage=optuna_storage(name, folder, storage, client_mode))
+    searcher.tracker_key = name
+    return searcher

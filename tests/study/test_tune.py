@@ -126,16 +126,23 @@ def test_eval_prints_the_metrics_of_a_trained_checkpoint(grid_study, capsys):
     assert table.splitlines()[0].split() == ["metric", "value"] and "map" in table and "ap50" in table
 
 
-def test_report_writes_the_table_and_the_four_plots(grid_study):
+def test_report_writes_the_table_and_the_plots_and_skips_importance_with_two_completed_trials(grid_study):
+    from mlflow.tracking import MlflowClient
+
     from study.report import write_report
 
     summary, uri, trials, tmp = grid_study
     report = write_report(tmp / "runs", "grid")
     names = {p.name for p in report.plots}
-    assert {"parallel_coordinates.png", "learning_curves.png", "param_importance.png",
-            "metric_vs_losses_mssd_gamma.png"} <= names
+    assert names == {"parallel_coordinates.png", "learning_curves.png", "metric_vs_losses_mssd_gamma.png"}
     assert all(p.stat().st_size > 1000 for p in report.plots)
     assert "3 trials" in report.table and "nonfinite" in report.table.splitlines()[0]
+    assert len(report.table.splitlines()) == 1 + 2 + 3  # summary, header, every trial
+    assert report.notes == ["parameter importance skipped: 2 trials completed; fANOVA needs at least 4 "
+                            "(2 per searched parameter, at least 4) to rank 1 parameter"]
+    parent = MlflowClient(uri).get_run(trials["0.01"].run_id).data.tags["mlflow.parentRunId"]
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
+    assert logged == {f"report/{name}" for name in names} | {"report/top_trials.txt"}
 
 
 def test_resuming_a_finished_study_back_fills_mlflow_from_the_trial_results_without_duplicates(grid_study):
