@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     report = subparsers.add_parser("report", help="top trials table and PNG plots of a study")
     report.add_argument("study", metavar="STUDY", help="the study's name (its folder under --workdir)")
     report.add_argument("--workdir", default="runs", metavar="DIR", help="root of the studies and of the default MLflow store (mlflow.db)")
-    report.add_argument("--top", type=int, default=10, metavar="N", help="trials listed in the table")
+    report.add_argument("--top", type=int, metavar="N", help="list only the first N trials (default: every trial)")
     report.set_defaults(handler=_report)
 
     ui = subparsers.add_parser("ui", help="start the MLflow UI on the studies' store (127.0.0.1)")
@@ -118,13 +118,16 @@ def _ui(args) -> int:
     import signal
     import subprocess
 
-    from study import tracking
+    from study import mlflow_view, tracking
     from study.study_files import load_study_meta, study_tracking_uri
 
     uri = study_tracking_uri(args.workdir, load_study_meta(args.workdir, args.study)) if args.study \
         else tracking.resolve_tracking_uri(None, args.workdir)
     tracking.check_tracking(uri)
-    url = f"http://{args.host}:{args.port}"
+    base = f"http://{args.host}:{args.port}"
+    # The model-training view (MLflow 3 opens GenAI's otherwise); a study opens on its trials view.
+    url = mlflow_view.study_url(base, tracking.experiment_id(uri, args.study)) if args.study \
+        else mlflow_view.root_url(base)
     print(f"MLflow UI for {tracking.redact_uri(uri)} at {url}  (Ctrl-C stops it)", flush=True)
     # Its own process group, so that stopping `mssd ui` (Ctrl-C or SIGTERM) stops the server's workers too.
     proc = subprocess.Popen(tracking.ui_command(uri, args.port, args.host), start_new_session=True)

@@ -27,7 +27,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from detectors.config import RunConfig, config_to_dict, parse_config
-from study import faults, tracking
+from study import faults, mlflow_view, tracking
 from study.cluster import RayAddress
 from study.config import config_to_yaml, load_config
 from study.errors import StudyError
@@ -125,7 +125,9 @@ def run_study(options: StudyOptions) -> StudySummary:
     tracker = tracking.StudyTracker(uri, options.name, staging_dir=folder / ".mlflow-staging",
                                     artifact_root=Path(options.workdir).resolve() / "mlartifacts",
                                     tags=_study_tags(options, seed),
-                                    artifacts={BASE_CONFIG: config_text, SEARCH_SPACE: space.text})
+                                    artifacts={BASE_CONFIG: config_text, SEARCH_SPACE: space.text},
+                                    experiment_tags=mlflow_view.experiment_tags(options.metric, options.mode,
+                                                                                space.keys))
     tracker.start()
     key = options.name
     TRACKERS[key] = tracker
@@ -155,6 +157,7 @@ def run_study(options: StudyOptions) -> StudySummary:
         status = "KILLED"
         raise
     finally:
+        tracker.summarize(options.metric, options.mode, space.keys, space.text)
         unlogged = _finish_tracking(tracker, status, options.flush_timeout if status == "FINISHED" else 30.0)
         TRACKERS.pop(key, None)
     return _summarise(options, folder, uri, results, unlogged, time.monotonic() - started)
