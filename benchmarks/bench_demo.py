@@ -1,6 +1,6 @@
 """Where the demo sweep's wall time goes: inside trial training steps versus everything else.
 
-    .venv/bin/python benchmarks/bench_demo.py [--samples 8] [--epochs 3] [--workdir /tmp/bench-demo]
+    .venv/bin/python benchmarks/bench_demo.py [--samples N] [--epochs E] [--workdir /tmp/bench-demo]
 
 Runs the same study as ``mssd demo`` (study.demo.demo_options) and reads every trial's Tune results
 (``result.json``). The share is ``sum(time/train_steps) / (wall * slots)`` where ``slots`` is the number
@@ -34,13 +34,15 @@ def vars_of(cfg):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--samples", type=int, help="default: the demo's (4 on a CPU)")
+    parser.add_argument("--epochs", type=int, help="default: the demo's (24 on a CPU)")
     parser.add_argument("--workdir", default="/tmp/bench-demo")
     args = parser.parse_args()
 
-    from study.demo import demo_options
-    from study.ray_backend import run_study, start_local_ray
+    from dataclasses import replace
+
+    from study.demo import demo_options, demo_settings
+    from study.tune import run_study, start_local_ray
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     # The synthetic set is generated once (data/demo) and reused by later demos: not part of the sweep.
@@ -49,14 +51,16 @@ def main() -> int:
     from study.config import load_config
 
     t_data = time.monotonic()
-    opts = demo_options(args.workdir, samples=args.samples, epochs=args.epochs)
+    settings = demo_settings()
+    settings = replace(settings, samples=args.samples or settings.samples, epochs=args.epochs or settings.epochs)
+    opts = demo_options(args.workdir, settings)
     load_samples(parse_config(vars_of(load_config(opts.config, opts.overrides))).data, "train")
     data_s = time.monotonic() - t_data
     load_before = os.getloadavg()
     t0 = time.monotonic()
     start_local_ray(num_cpus=os.cpu_count() or 2)
     ray_start = time.monotonic() - t0
-    options = demo_options(args.workdir, samples=args.samples, epochs=args.epochs, name="bench")
+    options = demo_options(args.workdir, settings, name="bench")
     options.verbose = 0
     t1 = time.monotonic()
     summary = run_study(options)
@@ -82,7 +86,7 @@ def main() -> int:
     capacity = wall * slots
     busy = sum(totals.values())
     lines = [
-        f"command: .venv/bin/python benchmarks/bench_demo.py --samples {args.samples} --epochs {args.epochs}",
+        f"command: .venv/bin/python benchmarks/bench_demo.py --samples {settings.samples} --epochs {settings.epochs}",
         f"machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), shared; "
         f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}",
         f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
