@@ -96,21 +96,22 @@ def _set_accumulate_one(trainer) -> None:
     apply_settings(trainer.optimizer, settings)
 
 
-def measure_step_on_device(trainer, batches, steps: int) -> float:
-    """Mean seconds of train_step + optimizer_step on batches already on the device; one sync at the end."""
+def measure_step_on_device(trainer, batches, steps: int) -> tuple[float, float]:
+    """Mean (wall, process CPU) seconds of train_step + optimizer_step on batches already on the device;
+    one sync at the end. CPU time is the steadier figure on a shared, oversubscribed machine."""
     _set_accumulate_one(trainer)
     for i in range(2):  # warm-up (cuDNN autotuning, allocator, lazy inits)
         trainer.train_step(batches[i % len(batches)], 1, i + 1)
         trainer.optimizer_step()
     _flush(trainer)
     _sync(trainer.device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(steps):
         trainer.train_step(batches[i % len(batches)], 1, i + 1)
         trainer.optimizer_step()
     _flush(trainer)
     _sync(trainer.device)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
 def _flush(trainer) -> None:
@@ -121,7 +122,7 @@ def _flush(trainer) -> None:
         flush()
 
 
-def measure_forward_backward(trainer, batches, steps: int) -> float:
+def measure_forward_backward(trainer, batches, steps: int) -> tuple[float, float]:
     model, distill, loss_fn, img = trainer.model, trainer.distillation, trainer.loss_fn, trainer.cfg.data.img_size
 
     def once(batch):
@@ -140,11 +141,11 @@ def measure_forward_backward(trainer, batches, steps: int) -> float:
         once(batches[i % len(batches)])
     trainer.optimizer.zero_grad(set_to_none=True)
     _sync(trainer.device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(steps):
         once(batches[i % len(batches)])
     _sync(trainer.device)
-    elapsed = (time.perf_counter() - start) / steps
+    elapsed = (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
     trainer.optimizer.zero_grad(set_to_none=True)
     return elapsed
 
@@ -178,7 +179,7 @@ def count_ops(trainer, batches, steps: int = 3) -> dict[str, float]:
         return None
 
     out: dict[str, float] = {"aten_train_step": 0, "aten_optimizer_step": 0, "aten_flush": 0, "top_level": 0,
-                             "kernel_launches": 0}
+                             "top_train_step": 0, "top_optimizer_step": 0, "top_flush": 0, "kernel_launches": 0}
     for e in events:
         name = e.name
         if name.startswith("aten::"):
@@ -186,8 +187,9 @@ def count_ops(trainer, batches, steps: int = 3) -> dict[str, float]:
             if region is not None:
                 out["aten_" + region.split("::")[1]] += 1
             parent = e.cpu_parent
-            if parent is not None and parent.name.startswith("bench::"):
+            if parent is not None and parent.name.startswith("bench::"):  # called from Python, not from an op
                 out["top_level"] += 1
+                out["top_" + parent.name.split("::")[1]] += 1
         elif name in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
                       "cudaGraphLaunch"):
             out["kernel_launches"] += 1
@@ -203,37 +205,40 @@ def measure_eval(trainer) -> dict[str, float]:
 
     cfg, device, model = trainer.cfg, trainer.device, trainer.eval_model
     trainer.evaluate()  # warm-up (worker start, cuDNN autotuning for these shapes)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     metrics = trainer.evaluate()
-    total = time.perf_counter() - start
+    total, total_cpu = time.perf_counter() - start, time.process_time() - cpu
 
     was_training = model.training
     model.eval()
-    forward = nms = 0.0
+    forward = nms = forward_cpu = nms_cpu = 0.0
     predictions = {}
     autocast = torch.autocast(device.type, enabled=trainer.amp)
     with torch.no_grad():
         for batch in trainer.val_loader:
             images = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with autocast:
                 raw = model.inference_raw(images)
             _sync(device)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             per_image = non_max_suppression(raw, conf=cfg.eval.conf, iou=cfg.eval.iou, max_det=cfg.eval.max_det)
             for (boxes, scores, classes), meta, image_id in zip(per_image, batch.metas, batch.image_ids, strict=True):
                 predictions[image_id] = Detections(meta.to_original(boxes.float().cpu().numpy()),
                                                    scores.float().cpu().numpy(), classes.cpu().numpy())
-            t2 = time.perf_counter()
-            forward += t1 - t0
-            nms += t2 - t1
+            t2, c2 = time.perf_counter(), time.process_time()
+            forward, forward_cpu = forward + t1 - t0, forward_cpu + c1 - c0
+            nms, nms_cpu = nms + t2 - t1, nms_cpu + c2 - c1
     model.train(was_training)
-    t0 = time.perf_counter()
-    evaluate(trainer.val_samples, predictions, list(cfg.data.classes))
-    coco = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    backend = {"backend": cfg.eval.backend} if hasattr(cfg.eval, "backend") else {}
+    evaluate(trainer.val_samples, predictions, list(cfg.data.classes), **backend)
+    coco, coco_cpu = time.perf_counter() - t0, time.process_time() - c0
     dets = sum(len(d.scores) for d in predictions.values())
     return {"eval_total": total, "eval_model": forward, "eval_nms": nms, "eval_coco": coco,
+            "eval_total_cpu": total_cpu, "eval_model_cpu": forward_cpu, "eval_nms_cpu": nms_cpu,
+            "eval_coco_cpu": coco_cpu, "eval_input": tuple(batch.images.shape[2:]),
             "eval_detections": dets, "eval_images": len(trainer.val_samples), "eval_map": metrics["map"]}
 
 
@@ -319,8 +324,10 @@ def main(argv: list[str] | None = None) -> None:
             trainer = Trainer(cfg, workdir / "probe")
             batches = _device_batches(trainer, 4)
             if "step" in args.only:
-                results["step_on_device"] = measure_step_on_device(trainer, batches, args.steps)
-                results["forward_backward"] = measure_forward_backward(trainer, batches, args.steps)
+                results["step_on_device"], results["step_on_device_cpu"] = measure_step_on_device(
+                    trainer, batches, args.steps)
+                results["forward_backward"], results["forward_backward_cpu"] = measure_forward_backward(
+                    trainer, batches, args.steps)
             if "ops" in args.only:
                 results.update(count_ops(trainer, batches))
             if "eval" in args.only:
@@ -337,17 +344,22 @@ def main(argv: list[str] | None = None) -> None:
     if "step_trainer" in results:
         print(f"| training step as the trainer runs it | {ms(results['step_trainer'])} |")
     if "step_on_device" in results:
-        print(f"| same step, batches on the device, no per-step sync | {ms(results['step_on_device'])} |")
-        print(f"| forward + backward alone | {ms(results['forward_backward'])} |")
+        print(f"| same step, batches on the device, no per-step sync | {ms(results['step_on_device'])} "
+              f"(CPU time {ms(results['step_on_device_cpu'])}) |")
+        print(f"| forward + backward alone | {ms(results['forward_backward'])} "
+              f"(CPU time {ms(results['forward_backward_cpu'])}) |")
     if "aten_total" in results:
         r = results
         print(f"| operator calls per step (aten, all levels) | {r['aten_total']:.0f} (step {r['aten_train_step']:.0f}"
-              f" + optimizer/EMA {r['aten_optimizer_step']:.0f} + loss read {r['aten_flush']:.0f}); top-level "
-              f"{r['top_level']:.0f}; kernel launches {r['kernel_launches']:.0f} |")
+              f" + optimizer/EMA {r['aten_optimizer_step']:.0f} + loss read {r['aten_flush']:.0f}); called from Python "
+              f"{r['top_level']:.0f} (step {r['top_train_step']:.0f} + optimizer/EMA {r['top_optimizer_step']:.0f} + "
+              f"loss read {r['top_flush']:.0f}); kernel launches {r['kernel_launches']:.0f} |")
     if "eval_total" in results:
         r = results
-        print(f"| evaluation, {r['eval_images']} images ({r['eval_detections']} detections) | {r['eval_total']:.2f} s:"
-              f" model {r['eval_model']:.2f} s, NMS {r['eval_nms']:.2f} s, COCO {r['eval_coco']:.2f} s |")
+        print(f"| evaluation, {r['eval_images']} images ({r['eval_detections']} detections, last batch "
+              f"{r['eval_input']}) | {r['eval_total']:.2f} s: model {r['eval_model']:.2f} s, NMS {r['eval_nms']:.2f} s, "
+              f"COCO {r['eval_coco']:.2f} s (CPU time {r['eval_total_cpu']:.2f} s: {r['eval_model_cpu']:.2f} / "
+              f"{r['eval_nms_cpu']:.2f} / {r['eval_coco_cpu']:.2f}) |")
     if "loader_per_batch" in results:
         print(f"| data loader, {args.workers} workers | {ms(results['loader_per_batch'])}/batch "
               f"(first batch {results['loader_first_batch']:.2f} s) |")
