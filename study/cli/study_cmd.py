@@ -130,6 +130,9 @@ def _ui(args) -> int:
     url = mlflow_view.study_url(base, tracking.experiment_id(uri, args.study)) if args.study \
         else mlflow_view.root_url(base)
     print(f"MLflow UI for {tracking.redact_uri(uri)} at {url}  (Ctrl-C stops it)", flush=True)
+    if not args.study:  # the experiment list opens experiments in MLflow's default (GenAI) view: link each
+        for name, experiment_id, has_view in tracking.model_training_experiments(uri):
+            print(f"  {name}: {mlflow_view.study_url(base, experiment_id, with_view=has_view)}", flush=True)
     # Its own process group, so that stopping `mssd ui` (Ctrl-C or SIGTERM) stops the server's workers too.
     proc = subprocess.Popen(tracking.ui_command(uri, args.port, args.host), start_new_session=True)
     signal.signal(signal.SIGTERM, _interrupt)

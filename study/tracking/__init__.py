@@ -18,6 +18,7 @@ from study.tracking.queries import (
     is_finite_number,
     log_parent_artifacts,
     metric_history,
+    model_training_experiments,
     parent_run_id,
     study_trials,
 )
@@ -37,6 +38,6 @@ from study.tracking.study_tracker import TRIAL_STATUSES, StudyTracker
 __all__ = [
     "TRIAL_STATUSES", "RunLogger", "StudyTracker", "TrackingError", "TrialRecord", "check_tracking",
     "default_tracking_uri", "download_artifact", "experiment_id", "git_commit", "is_finite_number", "is_http_uri",
-    "log_parent_artifacts", "metric_history", "package_versions", "parent_run_id", "redact_uri",
+    "log_parent_artifacts", "metric_history", "model_training_experiments", "package_versions", "parent_run_id", "redact_uri",
     "resolve_tracking_uri", "store_has_run", "study_trials", "ui_command",
 ]

@@ -35,6 +35,14 @@ def experiment_id(uri: str, study: str) -> str:
     return _experiment_id(client(uri), study)
 
 
+def model_training_experiments(uri: str) -> list[tuple[str, str, bool]]:
+    """``(name, id, has the trials view)`` of each model-training experiment (studies and ``mssd train``)."""
+    from study.mlflow_view import EXPERIMENT_KIND_TAG, MODEL_TRAINING, SHARED_VIEW_PREFIX, VIEW_KEY
+
+    experiments = client(uri).search_experiments(filter_string=f"tags.`{EXPERIMENT_KIND_TAG}` = '{MODEL_TRAINING}'")
+    return [(e.name, e.experiment_id, SHARED_VIEW_PREFIX + VIEW_KEY in e.tags) for e in experiments]
+
+
 def parent_run_id(uri: str, study: str) -> str:
     mlflow_client = client(uri)
     runs = mlflow_client.search_runs([_experiment_id(mlflow_client, study)],

@@ -40,3 +40,16 @@ def test_the_experiment_is_a_model_training_one_that_opens_on_the_trials_view():
         "orderByAsc"] is True
     assert study_url("http://127.0.0.1:5000", "4") == (
         "http://127.0.0.1:5000/#/experiments/4/runs?workflowType=machine_learning&viewStateShareKey=mssd-trials")
+
+
+def test_mssd_ui_without_a_study_can_link_every_model_training_experiment(tmp_path):
+    from study import tracking
+    from study.mlflow_view import experiment_tags, training_experiment_tags
+    from study.tracking.store import client, ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow_client = client(uri)
+    study = ensure_experiment(mlflow_client, uri, "sweep", tmp_path, experiment_tags("map", "max", ["a.b"]))
+    train = ensure_experiment(mlflow_client, uri, "smoke", tmp_path, training_experiment_tags())
+    ensure_experiment(mlflow_client, uri, "someone-elses", tmp_path)
+    assert sorted(tracking.model_training_experiments(uri)) == [("smoke", train, False), ("sweep", study, True)]
