@@ -169,22 +169,24 @@ class Recipe:
     # (YOLOv5); False: L_gt + ... unscaled (a per-batch mean, YOLOX).
     loss_scaled_by_batch: bool = True
     optimizer: str = "sgd"  # SGD with three groups (engine/schedule.py); the only one the engine has
-    schedule: str = "cosine"  # lr from lr0 to lr0 * lrf over the run after the warmup
+    # (train.schedule) cosine: YOLOv5's per-epoch cosine to lr0 * lrf after a linear warmup; yolox_cosine:
+    # YOLOX's yoloxwarmcos (quadratic warmup, cosine, the last close_mosaic epochs at lr0 * lrf).
+    schedule: str = "cosine"
     stride_multiple: int = 32  # data.img_size must be a multiple of this (the largest stride)
     # data.augment.* defaults by key, resolved by the data layer; empty: the data layer's own defaults.
     augment: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # The engine has one optimiser and one lr shape; a recipe asking for another is a family bug.
-        if self.optimizer != "sgd" or self.schedule != "cosine":
-            raise ValueError(f"Recipe: the engine runs optimizer 'sgd' with schedule 'cosine', got "
-                             f"{self.optimizer!r} / {self.schedule!r}")
+        if self.optimizer != "sgd" or self.schedule not in ("cosine", "yolox_cosine"):
+            raise ValueError(f"Recipe: the engine runs optimizer 'sgd' with schedule 'cosine' or 'yolox_cosine', "
+                             f"got {self.optimizer!r} / {self.schedule!r}")
 
     def config_defaults(self) -> dict[str, Any]:
         """The optimisation fields as nested config keys: ``{"train": {"lr0": ..., ...}}``."""
         return {"train": {key: getattr(self, key) for key in (
             "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
-            "ema_decay", "nominal_batch")}}
+            "ema_decay", "nominal_batch", "schedule")}}
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,9 @@ class TrainConfig:
     # Gradients accumulate to about this many images per step and the weight decay is scaled to it
     # (YOLOv5's nbs); null: one step per batch, weight decay as given. Default from the family's recipe.
     nominal_batch: int | None = _rule(64, ge=1)
+    # lr shape after warmup (detectors/engine/schedule.py): cosine per epoch with YOLOv5's linear warmup,
+    # or YOLOX's per-iteration yoloxwarmcos. Default from the family's recipe.
+    schedule: str = _rule("cosine", choices=("cosine", "yolox_cosine"))
     ema: bool = True
     ema_decay: float = _rule(0.9999, gt=0.0, lt=1.0)
     grad_clip: float | None = _rule(10.0, gt=0.0)  # max grad norm; null disables

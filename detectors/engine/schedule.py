@@ -12,6 +12,11 @@
   ``warmup_bias_lr``, the other lrs rise from 0, momentum rises from ``warmup_momentum``, and the
   accumulation rises from 1, all linearly, to their epoch values.
 
+``train.schedule: yolox_cosine`` is YOLOX's ``yoloxwarmcos`` instead (``yolox/utils/lr_scheduler.py``), per
+iteration: a quadratic warmup from 0 over ``warmup_epochs``, then a cosine from ``lr0`` to ``lr0 * lrf``
+ending where the last ``no_aug_epochs`` (``data.augment.close_mosaic``) begin, which hold ``lr0 * lrf``;
+one lr for every group, constant momentum, no bias or momentum warmup.
+
 Everything is a pure function of (iteration, epoch), so a resumed run recomputes the same values.
 """
 
@@ -99,6 +104,20 @@ def one_cycle(y1: float, y2: float, steps: int):
     return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
 
 
+def yolox_warm_cos_lr(iters: int, *, lr: float, min_lr_ratio: float, total_iters: int, warmup_iters: int,
+                      no_aug_iters: int) -> float:
+    """YOLOX's ``yolox_warm_cos_lr`` with ``warmup_lr_start`` 0; ``iters`` counts from 1 (their
+    ``progress_in_iter + 1``)."""
+    min_lr = lr * min_lr_ratio
+    if iters <= warmup_iters:
+        return lr * (iters / float(warmup_iters)) ** 2
+    if iters >= total_iters - no_aug_iters:
+        return min_lr
+    # Their expression, operation for operation, so that the lrs are equal bit for bit.
+    return min_lr + 0.5 * (lr - min_lr) * (
+        1.0 + math.cos(math.pi * (iters - warmup_iters) / (total_iters - warmup_iters - no_aug_iters)))
+
+
 @dataclass(frozen=True)
 class StepSettings:
     lrs: tuple[float, float, float]  # per group: bias, decayed weights, norm weights
@@ -119,11 +138,15 @@ class Schedule:
     warmup_bias_lr: float
     warmup_momentum: float
     nominal_batch: int | None = NOMINAL_BATCH
+    shape: str = "cosine"  # train.schedule: cosine (YOLOv5) or yolox_cosine
+    steps_per_epoch: int = 0  # yolox_cosine counts iterations over the whole run
+    no_aug_epochs: int = 0  # yolox_cosine: the last epochs held at lr0 * lrf
 
     @classmethod
-    def from_config(cls, train_cfg, *, steps_per_epoch: int) -> Schedule:
+    def from_config(cls, train_cfg, *, steps_per_epoch: int, no_aug_epochs: int = 0) -> Schedule:
         """Warmup lasts ``warmup_epochs`` epochs. (YOLOv5 also forces at least 100 iterations; the config
-        says epochs, and on a short CPU run 100 iterations would be the whole run, so we do not.)"""
+        says epochs, and on a short CPU run 100 iterations would be the whole run, so we do not.)
+        ``no_aug_epochs``: the run's last epochs without mosaic (``yolox_cosine`` holds its minimum lr there)."""
         return cls(
             lr0=train_cfg.lr0,
             lrf=train_cfg.lrf,
@@ -134,6 +157,9 @@ class Schedule:
             warmup_bias_lr=train_cfg.warmup_bias_lr,
             warmup_momentum=train_cfg.warmup_momentum,
             nominal_batch=train_cfg.nominal_batch,
+            shape=train_cfg.schedule,
+            steps_per_epoch=steps_per_epoch,
+            no_aug_epochs=no_aug_epochs,
         )
 
     def epoch_lr(self, epoch: int) -> float:
@@ -142,8 +168,13 @@ class Schedule:
 
     def at(self, iteration: int, epoch: int) -> StepSettings:
         """Settings for global 0-based ``iteration``, which falls in 0-based ``epoch``."""
-        lr = self.epoch_lr(epoch)
         full_accumulate = accumulate_steps(self.batch_size, self.nominal_batch)
+        if self.shape == "yolox_cosine":
+            lr = yolox_warm_cos_lr(iteration + 1, lr=self.lr0, min_lr_ratio=self.lrf,
+                                   total_iters=self.epochs * self.steps_per_epoch, warmup_iters=self.warmup_iters,
+                                   no_aug_iters=self.no_aug_epochs * self.steps_per_epoch)
+            return StepSettings((lr, lr, lr), self.momentum, full_accumulate)
+        lr = self.epoch_lr(epoch)
         if self.warmup_iters <= 0 or iteration > self.warmup_iters:
             return StepSettings((lr, lr, lr), self.momentum, full_accumulate)
         span = [0, self.warmup_iters]

@@ -130,6 +130,23 @@ def test_cosine_decays_from_lr0_to_lr0_times_lrf():
     assert s.at(7, 0) == s.at(7, 0) and s.at(7, 3).lrs == (s.epoch_lr(3),) * 3  # no warmup at all
 
 
+def test_yolox_cosine_warms_up_quadratically_then_decays_and_holds_its_floor_in_the_no_aug_epochs():
+    # 10 epochs of 10 steps, 2 warmup epochs, the last 3 without mosaic; YOLOX counts iterations from 1.
+    s = Schedule(lr0=0.01, lrf=0.05, epochs=10, momentum=0.9, batch_size=16, warmup_iters=20,
+                 warmup_bias_lr=0.0, warmup_momentum=0.9, nominal_batch=None, shape="yolox_cosine",
+                 steps_per_epoch=10, no_aug_epochs=3)
+    lrs = [s.at(i, i // 10).lrs for i in range(100)]
+    assert all(a == b == c for a, b, c in lrs)  # one lr for every group, no bias warmup
+    lr = [g[0] for g in lrs]
+    assert lr[0] == pytest.approx(0.01 * (1 / 20) ** 2) and lr[19] == pytest.approx(0.01)  # quadratic, to lr0
+    halfway = 20 + (70 - 20) // 2  # the cosine runs from iteration 20 to 70 (1-based), halfway at 45
+    assert lr[halfway - 1] == pytest.approx(0.0005 + 0.5 * (0.01 - 0.0005))
+    assert lr[69:] == [pytest.approx(0.0005)] * 31  # the no-aug epochs hold lr0 * lrf
+    assert all(a >= b for a, b in zip(lr[19:-1], lr[20:], strict=True))
+    assert {s.at(i, i // 10).momentum for i in range(100)} == {0.9}
+    assert {s.at(i, i // 10).accumulate for i in range(100)} == {1}  # no nominal batch
+
+
 def test_nominal_batch_sets_accumulation_and_scales_weight_decay():
     assert [accumulate_steps(b) for b in (1, 8, 16, 24, 64, 128)] == [64, 8, 4, 3, 1, 1]
     assert scaled_weight_decay(5e-4, 16) == pytest.approx(5e-4)  # 16 * 4 = 64
