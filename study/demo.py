@@ -63,7 +63,7 @@ class DemoSettings:
         ]
 
     def describe(self) -> str:
-        where = "the GPU" if self.device == "cuda" else f"{self.max_concurrent} CPU trials at a time"
+        where = "the GPU" if self.device == "cuda" else f"the CPU, {self.max_concurrent} at a time"
         return (f"{self.samples} trials of YOLOv5n at {self.img_size} px, {self.epochs} epochs each, ASHA, "
                 f"on {where}, synthetic {self.source_width}x{self.source_height} images")
 

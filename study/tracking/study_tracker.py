@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from study.mlflow_view import training_experiment_tags
 from study.tracking.store import check_tracking, client, ensure_experiment, first_line, search_all
 from study.tracking.study_summary import write_parent_summary
 from study.tracking.writer import Writer, log_epoch, log_params, logged_epochs, numeric_metrics
@@ -50,7 +51,8 @@ class StudyTracker:
         self.artifact_root = Path(artifact_root) if artifact_root else None
         self.tags = dict(tags or {})
         self.artifacts = dict(artifacts or {})  # artifact file name -> text
-        self.experiment_tags = dict(experiment_tags or {})  # e.g. study.mlflow_view.experiment_tags
+        # study.mlflow_view.experiment_tags for sweeps; others (ablation, reproduce) get the model-training kind
+        self.experiment_tags = dict(experiment_tags) if experiment_tags is not None else training_experiment_tags()
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
         self.initial_trials: set[str] = set()

@@ -53,3 +53,18 @@ def test_mssd_ui_without_a_study_can_link_every_model_training_experiment(tmp_pa
     train = ensure_experiment(mlflow_client, uri, "smoke", tmp_path, training_experiment_tags())
     ensure_experiment(mlflow_client, uri, "someone-elses", tmp_path)
     assert sorted(tracking.model_training_experiments(uri)) == [("smoke", train, False), ("sweep", study, True)]
+
+
+def test_every_study_tracker_makes_a_model_training_experiment(tmp_path):
+    """Sweeps pass their trials view; other studies (ablation, reproduce) still get the model-training kind."""
+    from mlflow.tracking import MlflowClient
+
+    from study import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = tracking.StudyTracker(uri, "ablation-x", staging_dir=tmp_path / "staging", artifact_root=tmp_path)
+    tracker.start()
+    tracker.flush(30)
+    tags = MlflowClient(uri).get_experiment_by_name("ablation-x").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert not any(k.startswith("mlflow.sharedViewState.") for k in tags)
