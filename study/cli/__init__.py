@@ -66,7 +66,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     assignments = [a for a in extra if "=" in a and not a.startswith("-")]
     stray = [a for a in extra if a not in assignments]
     if stray:
-        hint = "; config values are KEY.PATH=VALUE (or --set KEY.PATH=VALUE)" if hasattr(args, "overrides") else ""
+        hint = ("; config values are KEY.PATH=VALUE (or --set KEY.PATH=VALUE)"
+                if hasattr(args, "overrides") and not all(a.startswith("-") for a in stray) else "")
         parser.error(f"unrecognized arguments: {' '.join(stray)}{hint}")
     if assignments:
         if not hasattr(args, "overrides"):

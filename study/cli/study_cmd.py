@@ -40,7 +40,10 @@ def register(subparsers) -> None:
     tune.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its last checkpoint")
     tune.add_argument("--keep-checkpoints", type=int, default=2, metavar="N", help="checkpoints kept per trial")
     tune.add_argument("--seed", type=int, help="Optuna sampler seed (default: the config's seed)")
-    tune.add_argument("--quiet", action="store_true", help="no live progress table")
+    output = tune.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="no live progress table")
+    output.add_argument("--verbose", action="store_true",
+                        help="all of Ray's own output (result boxes, INFO and worker log lines, hints)")
     tune.set_defaults(handler=_tune)
 
     export = subparsers.add_parser("export", help="write the best trial's config (or the top K) for `mssd train`")
@@ -65,6 +68,7 @@ def register(subparsers) -> None:
     ui.add_argument("--workdir", default="runs", metavar="DIR", help="root of the studies and of the default MLflow store (mlflow.db)")
     ui.add_argument("--port", type=int, default=5000, help="port of the UI on 127.0.0.1")
     ui.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    ui.add_argument("--verbose", action="store_true", help="also the server's deprecation warnings")
     ui.set_defaults(handler=_ui)
 
     demo = subparsers.add_parser("demo", help="the embedded demo: a small real sweep, export, report")
@@ -84,7 +88,7 @@ def _tune(args) -> int:
         gpus_per_trial=args.gpus_per_trial, address=args.address, storage=args.storage, resume=args.resume,
         metric=args.metric, mode=args.mode, asha=args.asha, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, max_failures=args.max_failures,
-        keep_checkpoints=args.keep_checkpoints, seed=args.seed, verbose=0 if args.quiet else None)
+        keep_checkpoints=args.keep_checkpoints, seed=args.seed, verbose=0 if args.quiet else 2 if args.verbose else None)
     summary = run_study(options)
     print(summary.describe(args.workdir))
     if not summary.succeeded:
@@ -133,8 +137,11 @@ def _ui(args) -> int:
     if not args.study:  # the experiment list opens experiments in MLflow's default (GenAI) view: link each
         for name, experiment_id, has_view in tracking.model_training_experiments(uri):
             print(f"  {name}: {mlflow_view.study_url(base, experiment_id, with_view=has_view)}", flush=True)
+    env = dict(os.environ)
+    if not args.verbose:  # MLflow's server imports a module Starlette deprecates: nothing a user can act on
+        env["PYTHONWARNINGS"] = ",".join(filter(None, (env.get("PYTHONWARNINGS"), _UI_WARNINGS)))
     # Its own process group, so that stopping `mssd ui` (Ctrl-C or SIGTERM) stops the server's workers too.
-    proc = subprocess.Popen(tracking.ui_command(uri, args.port, args.host), start_new_session=True)
+    proc = subprocess.Popen(tracking.ui_command(uri, args.port, args.host), start_new_session=True, env=env)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return proc.wait()
@@ -144,6 +151,9 @@ def _ui(args) -> int:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+_UI_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated"
 
 
 def _interrupt(signum, frame) -> None:

@@ -43,6 +43,7 @@ from study.study_files import (
     write_study_files,
 )
 from study.train_plan import check_data
+from study.tune.console import reporting
 from study.tune.mlflow_callback import TRACKERS, MLflowCallback
 from study.tune.options import StudyOptions, StudySummary
 from study.tune.ray_runtime import check_storage, init_ray
@@ -137,10 +138,11 @@ def run_study(options: StudyOptions) -> StudySummary:
         backfill(experiment_path, tracker, base, space.keys)
         if address.is_client:  # the head's tracker reads the child runs at its start: let the back-fill land first
             tracker.flush(options.flush_timeout)
-    init_ray(address)
+    init_ray(address, options.verbose)
     check_storage(storage)
     trainable = build_trainable(base, metric=options.metric, mode=options.mode, cpus=options.cpus_per_trial,
-                                gpus=options.gpus_per_trial, fault=fault, marker_dir=folder / ".faults")
+                                gpus=options.gpus_per_trial, fault=fault, marker_dir=folder / ".faults",
+                                verbose=options.verbose)
     status = "FINISHED"
     try:
         if options.resume:
@@ -209,11 +211,8 @@ def _new_tuner(options: StudyOptions, base: RunConfig, space: SearchSpace, folde
         # One worker process per slot, reused by the next trial: saves torch's ~5 s import per trial.
         reuse_actors=True,
         trial_name_creator=lambda t: f"trial_{t.trial_id}", trial_dirname_creator=lambda t: f"trial_{t.trial_id}")
-    verbose = options.verbose
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 0
     run_config = tune.RunConfig(
-        name=options.name, storage_path=storage, verbose=verbose,
+        name=options.name, storage_path=storage, **reporting(options.verbose, options.metric, space.keys),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=options.keep_checkpoints),
         callbacks=[MLflowCallback(options.name, base, space.keys, options.metric, settings)])

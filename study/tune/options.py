@@ -34,7 +34,7 @@ class StudyOptions:
     max_failures: int = 2
     keep_checkpoints: int = 2
     seed: int | None = None
-    verbose: int | None = None  # None: Ray's live table on a terminal, quiet lines otherwise
+    verbose: int | None = None  # None: a live table on a terminal only; 0: never; >= 2: all of Ray's output
     flush_timeout: float = 300.0
 
     def __post_init__(self) -> None:

@@ -17,15 +17,17 @@ import ray
 
 from study.cluster import FORWARDED_ENV, RayAddress, is_storage_uri
 from study.errors import StudyError
+from study.tune.console import quiet_driver
 
 
-def init_ray(address: RayAddress) -> None:
+def init_ray(address: RayAddress, verbose: int | None = None) -> None:
     # Tune forces an experiment snapshot whenever a trial has written num_to_keep checkpoints, and warns
     # each time; with per-epoch checkpoints that is expected (a snapshot costs milliseconds here).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    level = quiet_driver(verbose, starts_local_ray=not address.text)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "logging_level": level}
     if address.is_client:
         # The head's MLflow client (in the Tune driver actor) authenticates with these; the job's
         # runtime_env is visible to whoever can list the cluster's jobs (the Ray token's holders).

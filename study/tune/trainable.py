@@ -32,6 +32,7 @@ from detectors.data.workers import loader_workers
 from detectors.errors import MSSDError, NonFiniteLossError
 from study import faults
 from study.search_space import with_params
+from study.tune.console import quiet_trial
 
 
 class _TuneReporter:
@@ -117,8 +118,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _train_trial(params: dict[str, Any], *, base: RunConfig, metric: str, mode: str, fault: str | None,
-                 marker_dir: str) -> None:
+                 marker_dir: str, verbose: int | None = None) -> None:
     import torch
+
+    quiet_trial(verbose)
 
     try:
         cfg = with_params(base, params)
@@ -174,10 +177,10 @@ def _report_terminal(flags: dict[str, Any], epoch: int, metric: str, mode: str) 
 
 
 def build_trainable(base: RunConfig, *, metric: str, mode: str, cpus: float, gpus: float, fault: str | None,
-                    marker_dir: Path) -> Any:
+                    marker_dir: Path, verbose: int | None = None) -> Any:
     """The Tune trainable with the study's base config bound and its resources per trial."""
     fn = tune.with_parameters(_train_trial, base=base, metric=metric, mode=mode, fault=fault,
-                              marker_dir=str(marker_dir))
+                              marker_dir=str(marker_dir), verbose=verbose)
     resources = {"cpu": cpus}
     if gpus:
         resources["gpu"] = gpus

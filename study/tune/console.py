@@ -1,0 +1,59 @@
+"""What a study prints: Ray's live table on a terminal and our own lines, not Ray's noise.
+
+Quiet (the default): a local Ray starts with token authentication as Ray's default, without the
+warning that says so; Ray's and Tune's INFO lines and the trials' "Checkpoint successfully
+created" lines are not shown, and Tune's classic reporter draws one compact table (status, the searched
+parameters, epoch, the metric, the total loss) on a terminal -- no experiment box, TensorBoard hint or
+35-line result box per trial. ``StudyOptions.verbose >= 2`` (``mssd tune --verbose``) leaves all of
+Ray's output as Ray prints it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from ray.tune import CLIReporter
+
+FULL = 2  # StudyOptions.verbose from which Ray prints everything itself
+
+
+def is_full(verbose: int | None) -> bool:
+    return verbose is not None and verbose >= FULL
+
+
+def quiet_driver(verbose: int | None, starts_local_ray: bool) -> int:
+    """Before ``ray.init`` in the driver; returns the ``logging_level`` to start Ray with."""
+    if is_full(verbose):
+        return logging.INFO
+    if starts_local_ray:  # a new local cluster gets token auth by default; Ray warns that it did so
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
+    return logging.WARNING
+
+
+def quiet_trial(verbose: int | None) -> None:
+    """In a trial's worker: its INFO lines ("Checkpoint successfully created at ...") reach the driver's terminal."""
+    if not is_full(verbose):
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)
+
+
+def reporting(verbose: int | None, metric: str, searched: list[str]) -> dict[str, Any]:
+    """``tune.RunConfig`` keyword arguments: Ray's own output (full), or one compact live table on a
+    terminal (quiet; none when stdout is not a terminal or ``verbose == 0``)."""
+    if is_full(verbose):
+        return {"verbose": verbose}
+    table = verbose if verbose is not None else (1 if sys.stdout.isatty() else 0)
+    # Tune's classic reporter: the newer one adds the boxes and hints this module exists to drop.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    columns = {"epoch": "epoch", metric: metric}
+    if metric != "loss/total":
+        columns["loss/total"] = "loss"
+    short = [key.rpartition(".")[2] for key in searched]  # losses.mssd.gamma -> gamma, unless ambiguous
+    params = {key: name if short.count(name) == 1 else key for key, name in zip(searched, short, strict=True)}
+    reporter = CLIReporter(metric_columns=columns, parameter_columns=params, max_report_frequency=15,
+                           print_intermediate_tables=True)
+    return {"verbose": min(table, 1), "progress_reporter": reporter}

@@ -1,0 +1,91 @@
+"""What a newcomer sees from `mssd tune`: Ray's live table on a terminal and our lines, none of Ray's
+noise (token-auth warning, TensorBoard hint, per-trial result boxes, checkpoint lines); `--verbose`
+brings Ray's own output back. Real `mssd tune` processes, each starting its own local Ray."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from study_helpers import write_space, write_tiny_config
+
+pytestmark = pytest.mark.slow
+
+NOISE = ("Token authentication", "TensorBoard", "Checkpoint successfully created", "Wrote the latest version",
+         "result\u2502", "Trial trial_", "View detailed results")
+
+
+def _tune(tmp_path: Path, tiny_data: Path, *extra: str, tty: bool) -> str:
+    config = write_tiny_config(tmp_path, tiny_data, epochs=1)
+    space = write_space(tmp_path, "params:\n  losses.mssd.gamma: {distribution: grid, values: [0.1]}\n")
+    command = [sys.executable, "-c", "import sys; from study.cli import main; sys.exit(main())", "tune", str(config),
+               "--space", str(space), "--workdir", str(tmp_path / "runs"), "--name", "out", *extra]
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("RAY_ADDRESS", None)
+    if not tty:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout + proc.stderr
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(command, stdin=child_fd, stdout=child_fd, stderr=child_fd, env=env)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main_fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=400) == 0
+    os.close(main_fd)
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode(errors="replace"))
+
+
+def test_on_a_terminal_ray_shows_its_table_and_no_noise(tiny_data, tmp_path):
+    text = _tune(tmp_path, tiny_data, tty=True)
+    assert "TERMINATED" in text and "gamma" in text, text  # Ray's live table
+    noise = [line for line in text.splitlines() if any(n in line for n in NOISE)]
+    assert not noise, noise
+    assert "study out: 1 completed" in text
+
+
+def test_verbose_brings_rays_own_output_back(tiny_data, tmp_path):
+    text = _tune(tmp_path, tiny_data, "--verbose", tty=False)
+    assert "Checkpoint successfully created" in text and "study out: 1 completed" in text
+
+
+def test_mssd_ui_prints_no_deprecation_warnings_of_the_server(tmp_path):
+    import signal
+    import time
+    import urllib.request
+
+    from study_helpers import free_port
+
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; from study.cli import main; sys.exit(main())",
+                                 "ui", "--workdir", str(tmp_path / "runs"), "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # the server's workers import their app before answering
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                    break
+                except OSError:
+                    time.sleep(1)
+            else:
+                pytest.fail(f"mssd ui did not answer: {log.read_text()[-2000:]}")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+    text = log.read_text()
+    assert f"127.0.0.1:{port}" in text and "DeprecationWarning" not in text, text
