@@ -46,9 +46,9 @@ def _no_augmentation() -> dict:
     from detectors.config import AugmentConfig
 
     names = {f.name for f in dataclasses.fields(AugmentConfig)}
-    off = {name: 0.0 for name in names if name not in ("scale", "hsv_mode", "close_mosaic", "affine_without_mosaic")}
-    if "scale" in names:
-        off["scale"] = 0.0
+    magnitudes = ("hflip", "fliplr", "flipud", "hsv_h", "hsv_s", "hsv_v", "mosaic", "mixup", "degrees", "translate",
+                  "scale", "shear", "perspective")  # every augmentation's probability or strength, by its name
+    off: dict = {name: 0.0 for name in magnitudes if name in names}
     if "affine_without_mosaic" in names:
         off["affine_without_mosaic"] = False
     return off
