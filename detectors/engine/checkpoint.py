@@ -80,7 +80,8 @@ def check_checkpoint(state: Any, path: str | os.PathLike) -> dict[str, Any]:
 
 # Config keys a resumed run may change: where things are and how fast, not what is computed.
 # (train.epochs may grow to extend a run; the cosine schedule then follows the new length.)
-RESUME_MAY_CHANGE = ("tracking.", "data.root", "data.workers", "train.device", "train.epochs", "eval.batch_size")
+RESUME_MAY_CHANGE = ("tracking.", "data.root", "data.workers", "data.cache", "train.device", "train.epochs",
+                     "train.compile", "eval.backend", "eval.rect", "eval.batch_size")
 
 
 def check_resumable(saved_config: dict[str, Any], cfg: Any, path: str | os.PathLike) -> None:

@@ -48,13 +48,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from detectors.config import RunConfig, config_to_dict, flatten_config
+from detectors.config import RunConfig, config_to_dict
 from detectors.data import build_dataloader, load_samples
 from detectors.data.augment import resolve_augment
 from detectors.distillation import TERMS, build_distillation
 from detectors.engine.checkpoint import (
     BEST,
     LAST,
+    check_resumable,
     copy_checkpoint,
     load_checkpoint,
     resolve_checkpoint,
@@ -80,15 +81,10 @@ from detectors.zoo import build_detector_for, family_of
 log = logging.getLogger(__name__)
 
 EPOCH_HOOK = "start_epoch"  # detectors.api: start_epoch(epoch, epochs) on model, loss, distillation, dataset
-CALLBACK_HOOKS = ("before_train", "after_step", "after_epoch", "after_train")
 # Steps between reads of the loss terms from the device (and non-finite checks); also read at epoch end.
 LOSS_READ_INTERVAL = 50
 # torch.compile's backend for train.compile (tests swap in "eager" to check the wiring quickly).
 COMPILE_BACKEND = "inductor"
-# Config keys a resumed run may change: where things are and how fast, not what is computed.
-# (train.epochs may grow to extend a run; the cosine schedule then follows the new length.)
-_RESUME_MAY_CHANGE = ("tracking.", "data.root", "data.workers", "data.cache", "train.device", "train.epochs",
-                      "train.compile", "eval.backend", "eval.rect", "eval.batch_size")
 
 
 def fit(
@@ -363,7 +359,7 @@ class Trainer:
 
     def load_state(self, path: Path) -> None:
         state = load_checkpoint(path)
-        self._check_resumable(state["config"], path)
+        check_resumable(state["config"], self.cfg, path)
         self.model.load_state_dict(state["model"])
         self.distillation.load_state_dict(state["distillation"])
         if self.ema is not None:
@@ -384,17 +380,6 @@ class Trainer:
         best = path.parent / BEST
         self.best_checkpoint = best if best.is_file() else None
         log.info("resumed from %s after epoch %d", path, self.epoch)
-
-    def _check_resumable(self, saved: dict[str, Any], path: Path) -> None:
-        """A resumed run must compute what the interrupted one did: refuse changed settings."""
-        old, new = flatten_config(saved), flatten_config(self.cfg)
-        changed = sorted(
-            key for key in old.keys() | new.keys()
-            if old.get(key) != new.get(key) and not key.startswith(_RESUME_MAY_CHANGE)
-        )
-        if changed:
-            details = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:5])
-            raise ConfigError(f"{path}: cannot resume with a different config: {details}")
 
 
 def _non_finite_message(values: dict[str, float], names: tuple[str, ...], epoch: int, step: int) -> str:
