@@ -104,8 +104,8 @@ def one_cycle(y1: float, y2: float, steps: int):
     return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
 
 
-def yolox_warm_cos_lr(iters: int, *, lr: float, min_lr_ratio: float, total_iters: int, warmup_iters: int,
-                      no_aug_iters: int) -> float:
+def warm_cos_lr(iters: int, *, lr: float, min_lr_ratio: float, total_iters: int, warmup_iters: int,
+                no_aug_iters: int) -> float:
     """YOLOX's ``yolox_warm_cos_lr`` with ``warmup_lr_start`` 0; ``iters`` counts from 1 (their
     ``progress_in_iter + 1``)."""
     min_lr = lr * min_lr_ratio
@@ -170,9 +170,9 @@ class Schedule:
         """Settings for global 0-based ``iteration``, which falls in 0-based ``epoch``."""
         full_accumulate = accumulate_steps(self.batch_size, self.nominal_batch)
         if self.shape == "yolox_cosine":
-            lr = yolox_warm_cos_lr(iteration + 1, lr=self.lr0, min_lr_ratio=self.lrf,
-                                   total_iters=self.epochs * self.steps_per_epoch, warmup_iters=self.warmup_iters,
-                                   no_aug_iters=self.no_aug_epochs * self.steps_per_epoch)
+            lr = warm_cos_lr(iteration + 1, lr=self.lr0, min_lr_ratio=self.lrf,
+                             total_iters=self.epochs * self.steps_per_epoch, warmup_iters=self.warmup_iters,
+                             no_aug_iters=self.no_aug_epochs * self.steps_per_epoch)
             return StepSettings((lr, lr, lr), self.momentum, full_accumulate)
         lr = self.epoch_lr(epoch)
         if self.warmup_iters <= 0 or iteration > self.warmup_iters:
