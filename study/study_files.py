@@ -22,6 +22,8 @@ from study.errors import StudyError
 META_FILE = "study.json"
 BASE_CONFIG = "base-config.yaml"
 SEARCH_SPACE = "search-space.yaml"
+EMBEDDED = "embedded"  # study.json's tracking_uri for the store <workdir>/mlflow.db, wherever the workdir is
+ARTIFACTS = "mlartifacts"  # the embedded store's artifacts, <workdir>/mlartifacts/<experiment>/
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -54,15 +56,43 @@ def write_study_files(folder: Path, meta: dict[str, Any], config_text: str, spac
     write_text_atomic(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
-def recorded_tracking_uri(meta: dict[str, Any]) -> str | None:
+def store_record(uri: str, workdir: str | Path) -> str:
+    """What ``study.json`` records for the store: ``embedded`` for ``<workdir>/mlflow.db`` (so that a
+    moved workdir finds the store beside it), else the URI without its password."""
+    return EMBEDDED if uri == tracking.default_tracking_uri(workdir) else tracking.redact_uri(uri)
+
+
+def recorded_tracking_uri(meta: dict[str, Any], workdir: str | Path) -> str | None:
     """The store a study recorded (None when it held a secret, which is never written)."""
-    if meta.get("tracking_uri") and not meta.get("tracking_uri_has_secret"):
-        return meta["tracking_uri"]
-    return None
+    recorded = meta.get("tracking_uri")
+    if not recorded or meta.get("tracking_uri_has_secret"):
+        return None
+    return tracking.default_tracking_uri(workdir) if recorded == EMBEDDED else recorded
+
+
+def check_store_placement(uri: str, workdir: str | Path, meta: dict[str, Any]) -> None:
+    """Refuse, in one line, to use a store that is not the one next to a study that was moved or copied:
+    an embedded store recorded at another path, or one whose artifacts live in another workdir."""
+    here = tracking.default_tracking_uri(workdir)
+    name = meta["name"]
+    if uri != here:
+        if uri == meta.get("tracking_uri") and uri.startswith("sqlite:///") and uri.endswith("/mlflow.db"):
+            raise StudyError(f"study {name!r} recorded the MLflow store {uri}, not the one next to it ({here}): the "
+                             "study was moved or copied; set MLFLOW_TRACKING_URI to the store you mean")
+        return
+    artifacts = tracking.local_artifact_root(uri, name)
+    expected = Path(workdir).resolve() / ARTIFACTS
+    if artifacts is not None and expected not in (artifacts, *artifacts.parents):
+        raise StudyError(f"study {name!r}: its MLflow artifacts are in {artifacts.parent}, not next to this copy "
+                         f"({expected}): the study was moved or copied, and MLflow cannot move artifact "
+                         "locations; run this command in the original workdir")
 
 
 def study_tracking_uri(workdir: str | Path, meta: dict[str, Any]) -> str:
-    """The store of an existing study, by the same rule ``mssd tune`` used (``tracking.resolve_tracking_uri``)."""
+    """The store of an existing study, by the same rule ``mssd tune`` used (``tracking.resolve_tracking_uri``),
+    refused when it is not the one next to the study (``check_store_placement``)."""
     base = study_dir(workdir, meta["name"]) / BASE_CONFIG
     cfg_uri = load_config(base).tracking.uri if base.is_file() else None
-    return tracking.resolve_tracking_uri(cfg_uri, workdir, recorded_tracking_uri(meta))
+    uri = tracking.resolve_tracking_uri(cfg_uri, workdir, recorded_tracking_uri(meta, workdir))
+    check_store_placement(uri, workdir, meta)
+    return uri

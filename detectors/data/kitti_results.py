@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.data.kitti import LABEL_FIELDS, format_label_line, parse_label_line
+from detectors.api import Detections
+from detectors.data.kitti import LABEL_FIELDS, parse_label_line
 from detectors.data.sample import Sample, class_index
 from detectors.errors import DataFormatError
-from detectors.api import Detections
 
 
 def read_kitti_detections(pred_dir: str | Path, samples: list[Sample],
@@ -41,16 +41,3 @@ def read_kitti_detections(pred_dir: str | Path, samples: list[Sample],
                 classes.append(index[kind])
         predictions[s.image_id] = Detections(np.array(boxes, np.float32), scores, classes)
     return predictions
-
-
-def write_kitti_detections(out_dir: str | Path, samples: list[Sample], predictions: dict[int, Detections],
-                           class_names: list[str] | tuple[str, ...]) -> Path:
-    """Write one result file per sample (empty when it has no detections) into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for s in samples:
-        det = predictions.get(s.image_id, Detections())
-        lines = [format_label_line(class_names[int(c)], box, score=float(score))
-                 for box, score, c in zip(det.boxes, det.scores, det.classes, strict=True)]
-        (out_dir / f"{s.name}.txt").write_text("".join(line + "\n" for line in lines))
-    return out_dir

@@ -10,6 +10,7 @@
 - ``provenance``: package versions and git commit tags.
 """
 
+from study.tracking.location import local_artifact_root
 from study.tracking.provenance import git_commit, package_versions
 from study.tracking.queries import (
     TrialRecord,
@@ -38,6 +39,7 @@ from study.tracking.study_tracker import TRIAL_STATUSES, StudyTracker
 __all__ = [
     "TRIAL_STATUSES", "RunLogger", "StudyTracker", "TrackingError", "TrialRecord", "check_tracking",
     "default_tracking_uri", "download_artifact", "experiment_id", "git_commit", "is_finite_number", "is_http_uri",
+    "local_artifact_root",
     "log_parent_artifacts", "metric_history", "model_training_experiments", "package_versions", "parent_run_id", "redact_uri",
     "resolve_tracking_uri", "store_has_run", "study_trials", "ui_command",
 ]

@@ -36,9 +36,11 @@ from study.study_files import (
     BASE_CONFIG,
     META_FILE,
     SEARCH_SPACE,
+    check_store_placement,
     default_study_name,
     load_study_meta,
     recorded_tracking_uri,
+    store_record,
     study_dir,
     write_study_files,
 )
@@ -61,8 +63,8 @@ def _absolute_paths(cfg: RunConfig) -> RunConfig:
     return parse_config(data)
 
 
-def _prepare(options: StudyOptions) -> tuple[StudyOptions, RunConfig, SearchSpace, Path, str | None]:
-    """Resolve a new or resumed study: options, base config, space, folder, the store it recorded."""
+def _prepare(options: StudyOptions) -> tuple[StudyOptions, RunConfig, SearchSpace, Path, dict | None]:
+    """Resolve a new or resumed study: options, base config, space, folder, its study.json (resumed)."""
     if options.resume:
         if not options.name:
             raise StudyError("--resume needs --name NAME of the study to continue")
@@ -72,7 +74,7 @@ def _prepare(options: StudyOptions) -> tuple[StudyOptions, RunConfig, SearchSpac
                                 "verbose": options.verbose, "address": options.address or meta["options"]["address"]})
         space = load_search_space(folder / SEARCH_SPACE)
         cfg = load_config(folder / BASE_CONFIG)
-        return saved, _absolute_paths(cfg), space, folder, recorded_tracking_uri(meta)
+        return saved, _absolute_paths(cfg), space, folder, meta
     space = load_search_space(options.space)
     cfg = load_config(options.config, options.overrides)
     options = replace(options, name=options.name or default_study_name(options.space))
@@ -105,9 +107,12 @@ def _study_tags(options: StudyOptions, seed: int) -> dict[str, str]:
 def run_study(options: StudyOptions) -> StudySummary:
     """Run (or resume) a study; see the module docstring. Raises MSSDError with one line on bad input."""
     started = time.monotonic()
-    options, base, space, folder, recorded = _prepare(options)
+    options, base, space, folder, meta = _prepare(options)
     fault = faults.faults_from_env()
+    recorded = recorded_tracking_uri(meta, options.workdir) if meta else None
     uri = tracking.resolve_tracking_uri(base.tracking.uri, options.workdir, recorded)
+    if meta:  # a resumed study: only the store next to it (never the original of a moved copy)
+        check_store_placement(uri, options.workdir, meta)
     address = options.ray_address
     address.check_client_mode(uri, options.storage)
     _check_data(base, address)
@@ -116,7 +121,7 @@ def run_study(options: StudyOptions) -> StudySummary:
     storage = options.storage or str(Path(options.workdir).resolve())
     config_text = config_to_yaml(base)
     if not options.resume:
-        meta = {"name": options.name, "options": options.to_json(), "tracking_uri": tracking.redact_uri(uri),
+        meta = {"name": options.name, "options": options.to_json(), "tracking_uri": store_record(uri, options.workdir),
                 "tracking_uri_has_secret": tracking.redact_uri(uri) != uri, "storage": storage,
                 "metric": options.metric, "mode": options.mode, "searched": space.keys,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -3,7 +3,8 @@
 Checks the rendered page (its text and the runs table's cells, not pixels): the study opens in the
 model-training view (not MLflow 3's GenAI one), every trial is a row named after its searched values
 with its params, its `map` and its status, and ASHA-stopped or failed trials are visible as such. The
-screenshots are saved under pytest's tmp folder (paths printed; `-s` shows them) for a person to look at.
+screenshots are saved under pytest's tmp folder (paths printed; `-s` shows them; `MSSD_TEST_ARTIFACTS=DIR`
+keeps copies there) for a person to look at.
 
 Chromium comes from Debian (`make test-deps` installs it as root); without it the test skips and says why.
 """
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from headless_chromium import HeadlessChromium, find_chromium
@@ -95,6 +98,15 @@ def browser(tmp_path):
     chromium.close()
 
 
+def _keep(shot: Path) -> Path:
+    """pytest's tmp folders are pruned (3 kept): $MSSD_TEST_ARTIFACTS keeps a copy for a person to look at."""
+    folder = os.environ.get("MSSD_TEST_ARTIFACTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shot = Path(shutil.copy2(shot, Path(folder) / shot.name))
+    return shot
+
+
 def _close_assistant(browser) -> None:
     """MLflow 3.17 opens its assistant panel beside the page: closed, the screenshot shows more columns."""
     browser.evaluate("[...document.querySelectorAll('button')].find(b => b.getAttribute('aria-label') === 'Close')"
@@ -121,7 +133,7 @@ def test_the_study_opens_in_the_model_training_view_with_every_trial_its_params_
     text = browser.wait_for_text("Run Name", "matching runs", *names, timeout=120)
     _close_assistant(browser)
     shots = tmp_path_factory.mktemp("ui-screenshots")
-    shot = browser.screenshot(shots / "mlflow-ui-study.png")
+    shot = _keep(browser.screenshot(shots / "mlflow-ui-study.png"))
     print(f"\nscreenshot of the study page: {shot}")
 
     # Model training, not GenAI: the runs table, none of GenAI's overview (traces, token usage, issues).
@@ -164,7 +176,9 @@ def test_the_chart_view_opens_on_the_study_charts(ui_url, browser, tmp_path_fact
     browser.evaluate("document.querySelector('input[type=radio][value=CHART]').click()")  # list | chart switch
     text = browser.wait_for_text("Parallel Coordinates", "losses.mssd.gamma vs. map", "losses.mad.sigma2 vs. map",
                                  timeout=60)
-    shot = browser.screenshot(tmp_path_factory.mktemp("ui-screenshots") / "mlflow-ui-charts.png")
+    browser.wait_for_text("Step", timeout=60)  # the line chart's axis: the charts have their data
+    time.sleep(2)  # let the other charts finish drawing before the screenshot
+    shot = _keep(browser.screenshot(tmp_path_factory.mktemp("ui-screenshots") / "mlflow-ui-charts.png"))
     print(f"\nscreenshot of the chart view: {shot}")
     # Our section comes first, before the per-metric sections MLflow generates.
     assert "\nStudy\n(4)\n" in text and text.index("\nStudy\n(4)\n") < text.index("\nloss\n")
