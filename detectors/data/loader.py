@@ -9,6 +9,7 @@ persistent workers, which hold their own copy; the sampler runs in the main proc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -24,6 +25,8 @@ from detectors.data.image_cache import ImageCache, build_image_cache
 from detectors.data.sample import Sample
 from detectors.data.transforms import LetterboxMeta, boxes_to_targets, letterbox_meta
 from detectors.errors import DataFormatError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -186,6 +189,8 @@ def build_dataloader(data_cfg: DataConfig, samples: list[Sample], *, batch_size:
     """
     workers = data_cfg.workers if workers is None else workers
     params = resolve_augment(data_cfg.augment, augment_defaults) if augment else None
+    if params is not None:  # unset keys print as null in the config: say what this run uses
+        log.info("augmentation: %s", params.summary())
     mosaic_epochs = epochs - params.close_mosaic if params is not None and epochs is not None else None
     # Built here, in the process that forks the workers: a RAM cache is shared copy-on-write.
     cache = build_image_cache(data_cfg.cache, samples, data_cfg.img_size)

@@ -53,6 +53,10 @@ class AugmentParams:
     # (affine about the top-left corner, boxes <= 1 px dropped at the end, YOLOX's one-image mixup).
     style: str = "yolov5"
 
+    def summary(self) -> str:
+        """``key value`` pairs on one line, for the run's log."""
+        return ", ".join(f"{f.name} {getattr(self, f.name)}" for f in dataclasses.fields(self))
+
     @property
     def affine_is_identity(self) -> bool:
         """True when every affine range is zero: the warp is skipped (and draws nothing)."""

@@ -96,3 +96,11 @@ def test_yolox_recipe_after_close_mosaic_only_letterboxes_colours_and_flips():
         _, mosaic_meta = augment_sample(0, np.random.default_rng(seed), load=lambda i: item, count=1, size=64,
                                         params=params, mosaic_allowed=True)
         assert mosaic_meta is None
+
+
+def test_the_training_loader_logs_the_resolved_augmentation(synthetic_root, caplog):
+    samples = read_kitti(synthetic_root, None, CLASSES)
+    with caplog.at_level("INFO", logger="detectors.data.loader"):
+        build_dataloader(_cfg(synthetic_root, AugmentConfig(mixup=0.25)), samples, batch_size=2, augment=True,
+                         shuffle=True, seed=0, augment_defaults={"degrees": 3.0})
+    assert "augmentation: mosaic 1.0, mixup 0.25, degrees 3.0, translate 0.1" in caplog.text
