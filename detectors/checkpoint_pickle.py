@@ -6,7 +6,8 @@ beside training records that may include numpy scalars. Unpickling them normally
 code (and a hostile file can run anything). Here every global the pickle names goes through
 ``RestrictedUnpickler.find_class``, which returns only:
 
-- torch's own tensor rebuild functions and a few inert builtins (``OrderedDict``, ``set``, ...);
+- torch's own tensor rebuild functions and a few inert builtins (``OrderedDict``, ``set``, ...), and
+  ``_codecs.encode`` limited to text encodings (protocol 2 pickles ``bytes`` with it);
 - for classes of their code (``models.*``) and of ``torch.nn.modules.*``: an inert ``Placeholder``
   subclass of the same name that records the pickled state (``_parameters``, ``_buffers``,
   ``_modules``, ...) and has no behaviour;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import io
 import pickle
 from typing import Any
 
@@ -114,6 +116,14 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Placeholder:
     return object.__new__(cls)
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for ``bytes`` (numpy scalars' raw data): text codecs
+    only, so no codec module outside the standard text encodings is looked up."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "utf8"):
+        raise RefusedGlobal(f"_codecs.encode with {type(text).__name__} and encoding {encoding!r}")
+    return text.encode(encoding)
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         # Protocol < 3 pickles name Python 2 modules (__builtin__.set); map them as pickle itself does.
@@ -127,6 +137,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return object
         if key == ("copyreg", "_reconstructor"):
             return _reconstructor
+        if key == ("_codecs", "encode"):
+            return _latin1_encode
         if module.startswith(_PLACEHOLDER_PREFIXES) and name.isidentifier():
             return placeholder_class(module, name)
         if key in _OPAQUE_GLOBALS:
@@ -140,3 +152,7 @@ Unpickler = RestrictedUnpickler
 
 def load(file: Any, **kwargs: Any) -> Any:
     return RestrictedUnpickler(file, **kwargs).load()
+
+
+def loads(data: bytes, **kwargs: Any) -> Any:
+    return RestrictedUnpickler(io.BytesIO(data), **kwargs).load()

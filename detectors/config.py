@@ -157,13 +157,17 @@ class MADConfig:
 
 @dataclass
 class GtLossConfig:
-    """YOLOv5's own detection loss (L_gt), hyp.scratch-low gains."""
+    """The detector's own loss (L_gt). box .. label_smoothing: YOLOv5's (hyp.scratch-low gains);
+    simota_prior: YOLOX's (its loss has no gains)."""
 
     box: float = _rule(0.05, ge=0.0)
     obj: float = _rule(1.0, ge=0.0)
     cls: float = _rule(0.5, ge=0.0)
     anchor_t: float = _rule(4.0, gt=1.0)
     label_smoothing: float = _rule(0.0, ge=0.0, lt=1.0)
+    # SimOTA's geometry prior: "main" (Megvii's main branch: centre within 1.5 strides) or "0.3.0" (their
+    # release: inside the box or within 2.5 strides); see the family's assignment module.
+    simota_prior: str = _rule("main", choices=("main", "0.3.0"))
 
 
 @dataclass

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 from detectors.api import Family, TapSet
 from detectors.errors import ConfigError
 from detectors.yolov5.family import FAMILY as YOLOV5
+from detectors.yolox.family import FAMILY as YOLOX
 
 if TYPE_CHECKING:
     from torch import nn
 
 FAMILIES: dict[str, Family] = {
     YOLOV5.name: YOLOV5,
+    YOLOX.name: YOLOX,
 }
 
 # Detector name -> its family (``yolov5s`` -> YOLOv5), in table order.
