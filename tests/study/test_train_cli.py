@@ -25,6 +25,12 @@ def _runs(workdir: Path) -> list:
     return [] if experiment is None else client.search_runs([experiment.experiment_id])
 
 
+def _run_id(run_dir: Path) -> str:
+    import json
+
+    return json.loads((run_dir / "run.json").read_text())["run_id"]
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -47,14 +53,14 @@ def test_a_refused_resume_changes_nothing_on_disk_or_in_mlflow(finished, capsys)
 
     config, workdir, run_dir = finished
     before = _snapshot(run_dir)
-    (run,) = _runs(workdir)
+    (run,) = [r for r in _runs(workdir) if r.info.run_id == _run_id(run_dir)]
     assert run.info.status == "FINISHED"
     code = main(["train", str(config), "--workdir", str(workdir), "--resume", str(run_dir),
                  "--set", "losses.mssd.gamma=0.5"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "cannot resume with a different config" in err and "\n" not in err
     assert _snapshot(run_dir) == before
-    (after,) = _runs(workdir)
+    (after,) = [r for r in _runs(workdir) if r.info.run_id == run.info.run_id]
     assert after.info.status == "FINISHED" and after.info.end_time == run.info.end_time
 
 
@@ -111,33 +117,29 @@ def test_resume_accepts_a_checkpoint_file_its_folder_or_the_run_folder(finished,
     assert "epochs: 2" in (run_dir / "config.yaml").read_text()
 
 
-def test_resume_back_fills_the_epochs_mlflow_never_got_exactly_once(tiny_data, tmp_path):
-    """The state a SIGKILL leaves: the checkpoint holds epochs 1-2, MLflow only epoch 1."""
+def test_resume_back_fills_the_epochs_mlflow_never_got_exactly_once(finished, tmp_path):
+    """The state a SIGKILL leaves: the checkpoint holds epoch 1, the MLflow run never got it."""
     import json
+    import shutil
 
     from study.cli import main
 
-    config = write_tiny_config(tmp_path, tiny_data, epochs=2)
-    workdir = tmp_path / "runs"
-    assert main(["train", str(config), "--workdir", str(workdir)]) == 0
-    (run_dir,) = (workdir / "train").iterdir()
+    config, workdir, original = finished
+    run_dir = tmp_path / original.name
+    shutil.copytree(original, run_dir)
     client = _client(workdir)
-    (done,) = _runs(workdir)
-    # A run as the killed process left it: epoch 1 logged, epoch 2's write lost with the process.
+    done = client.get_run(_run_id(original))
+    # The run as the killed process left it: created, epoch 1's write lost with the process.
     lost = client.create_run(done.info.experiment_id, run_name=run_dir.name)
-    for point in client.get_metric_history(done.info.run_id, "loss/total"):
-        if point.step == 1:
-            client.log_metric(lost.info.run_id, "loss/total", point.value, step=1)
-            client.log_metric(lost.info.run_id, "epoch", 1.0, step=1)
     client.set_terminated(lost.info.run_id, status="KILLED")
     meta = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**meta, "run_id": lost.info.run_id}))
 
     assert main(["train", str(config), "--workdir", str(workdir), "--resume", str(run_dir),
-                 "--set", "train.epochs=3"]) == 0
+                 "--set", "train.epochs=2"]) == 0
     epochs = sorted(int(m.step) for m in client.get_metric_history(lost.info.run_id, "epoch"))
-    assert epochs == [1, 2, 3]
+    assert epochs == [1, 2]
     losses = {int(m.step): m.value for m in client.get_metric_history(lost.info.run_id, "loss/total")}
-    original = {int(m.step): m.value for m in client.get_metric_history(done.info.run_id, "loss/total")}
-    assert sorted(losses) == [1, 2, 3] and losses[2] == pytest.approx(original[2])
+    first = next(m.value for m in client.get_metric_history(done.info.run_id, "loss/total") if m.step == 1)
+    assert sorted(losses) == [1, 2] and losses[1] == pytest.approx(first)
     assert client.get_run(lost.info.run_id).info.status == "FINISHED"
