@@ -10,14 +10,19 @@ Ray's output as Ray prints it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ray.tune import CLIReporter
 
 FULL = 2  # StudyOptions.verbose from which Ray prints everything itself
+
+
+_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def is_full(verbose: int | None) -> bool:
@@ -26,12 +31,28 @@ def is_full(verbose: int | None) -> bool:
 
 def quiet_driver(verbose: int | None, starts_local_ray: bool) -> int:
     """Before ``ray.init`` in the driver; returns the ``logging_level`` to start Ray with."""
-    if is_full(verbose):
+    if is_full(verbose):  # also undo a quiet study run earlier in this process
+        for name in (_TOKEN_LOGGER, "ray.tune"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
         return logging.INFO
     if starts_local_ray:  # a new local cluster gets token auth by default; Ray warns that it did so
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        logging.getLogger(_TOKEN_LOGGER).setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
     return logging.WARNING
+
+
+@contextlib.contextmanager
+def ray_output(verbose: int | None) -> Iterator[None]:
+    """Around ``Tuner.fit``: quiet studies use Tune's classic reporter (the newer one adds the boxes and
+    hints this module exists to drop); read by Tune at fit time, and restored after it."""
+    if is_full(verbose) or "RAY_AIR_NEW_OUTPUT" in os.environ:  # a user's own setting wins
+        yield
+        return
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
 
 
 def quiet_trial(verbose: int | None) -> None:
@@ -47,8 +68,6 @@ def reporting(verbose: int | None, metric: str, searched: list[str]) -> dict[str
     if is_full(verbose):
         return {"verbose": verbose}
     table = verbose if verbose is not None else (1 if sys.stdout.isatty() else 0)
-    # Tune's classic reporter: the newer one adds the boxes and hints this module exists to drop.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     columns = {"epoch": "epoch", metric: metric}
     if metric != "loss/total":
         columns["loss/total"] = "loss"

@@ -45,7 +45,7 @@ from study.study_files import (
     write_study_files,
 )
 from study.train_plan import check_data
-from study.tune.console import reporting
+from study.tune.console import ray_output, reporting
 from study.tune.mlflow_callback import TRACKERS, MLflowCallback
 from study.tune.options import StudyOptions, StudySummary
 from study.tune.ray_runtime import check_storage, init_ray
@@ -159,7 +159,8 @@ def run_study(options: StudyOptions) -> StudySummary:
             settings = ({"uri": uri, "study": options.name, "parent_run_id": tracker.parent_run_id,
                          "flush_timeout": options.flush_timeout} if address.is_client else None)
             tuner = _new_tuner(options, base, space, folder, storage, trainable, seed, settings)
-        results = tuner.fit()
+        with ray_output(options.verbose):
+            results = tuner.fit()
     except BaseException:
         status = "KILLED"
         raise

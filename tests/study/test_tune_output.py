@@ -56,9 +56,19 @@ def test_on_a_terminal_ray_shows_its_table_and_no_noise(tiny_data, tmp_path):
     assert "study out: 1 completed" in text
 
 
-def test_verbose_brings_rays_own_output_back(tiny_data, tmp_path):
-    text = _tune(tmp_path, tiny_data, "--verbose", tty=False)
-    assert "Checkpoint successfully created" in text and "study out: 1 completed" in text
+def test_verbose_brings_rays_own_output_back_after_a_quiet_study_in_the_same_process(ray_address, tiny_data,
+                                                                                    tmp_path, capsys):
+    from study.cli import main
+
+    config = write_tiny_config(tmp_path, tiny_data, epochs=1)
+    space = write_space(tmp_path, "params:\n  losses.mssd.gamma: {distribution: grid, values: [0.1]}\n")
+    args = ["tune", str(config), "--space", str(space), "--workdir", str(tmp_path / "runs"), "--address", ray_address]
+    assert main([*args, "--name", "quiet"]) == 0
+    quiet = capsys.readouterr().out
+    assert main([*args, "--name", "loud", "--verbose"]) == 0
+    loud = capsys.readouterr().out
+    assert "Trial trial_" not in quiet and "study quiet: 1 completed" in quiet
+    assert "Trial trial_" in loud and "result" in loud and "study loud: 1 completed" in loud  # Tune's own boxes
 
 
 def test_mssd_ui_prints_no_deprecation_warnings_of_the_server(tmp_path):
