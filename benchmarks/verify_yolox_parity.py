@@ -28,6 +28,12 @@ Checks (exit status 1 if any fails):
    objects on one cell), L1 off and on: their ``iou_loss, conf_loss, cls_loss, l1_loss, total_loss`` vs
    our items; their per-image assignment (``get_assignments``: foreground cells, matched ground truth,
    matched IoU) vs ours; gradients of the total w.r.t. every parameter.
+5. assignment: their ``get_assignments`` image by image vs our batched ``simota_assign`` on crowded images
+   (12-30 objects) whose cells predict jittered copies of the nearest object, so that dynamic k is large
+   and cells are contested (at initialisation, in 4., most objects get one cell).
+
+``--thop-site DIR`` (thop installed there with ``pip install --no-deps --target DIR thop``) also prints
+their own ``get_model_info`` count of yolox_s beside ours.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import inspect
 import os
 import platform
 import sys
@@ -50,6 +57,8 @@ import torch
 from torch import nn
 
 from detectors.model_info import model_info
+from detectors.ops.boxes import bbox_iou
+from detectors.yolox.assignment import GEOMETRY_PRIORS, simota_assign
 from detectors.yolox.loss import YOLOXLoss
 from detectors.yolox.model import SIZES, build_yolox
 from detectors.yolox.weights import load_weights
@@ -360,6 +369,63 @@ def check_loss(classes, prior: str, name: str, nc: int, img: int, seed: int, use
     return ok
 
 
+def check_assignment(head_cls, prior: str, seed: int, log) -> bool:
+    """Their ``get_assignments`` vs our batched ``simota_assign`` on crowded images with good predictions.
+
+    At initialisation (``check_loss``) most ground truths get k = 1 cell; here every cell predicts a
+    jittered copy of the nearest ground truth (IoUs ~0.3-0.95), so dynamic k reaches ~10 and many cells
+    are wanted by several ground truths: the conflict rule is exercised.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    img, nc, batch = 320, 5, 4
+    head = head_cls(nc, 0.25, in_channels=[256, 512, 1024])
+    offsets, strides = [], []
+    for s in (8, 16, 32):
+        rows, cols = torch.meshgrid(torch.arange(img // s), torch.arange(img // s), indexing="ij")
+        offsets.append(torch.stack((cols, rows), -1).view(-1, 2).float())
+        strides.append(torch.full((rows.numel(),), float(s)))
+    offsets, strides = torch.cat(offsets), torch.cat(strides)
+    centers = (offsets + 0.5) * strides[:, None]
+    n_gt = [int(torch.randint(12, 31, (1,), generator=gen)) for _ in range(batch)]
+    g = max(n_gt)
+    gt = torch.zeros(batch, g, 4)
+    classes = torch.zeros(batch, g, dtype=torch.long)
+    valid = torch.zeros(batch, g, dtype=torch.bool)
+    preds = torch.zeros(batch, len(centers), 4)
+    for i, n in enumerate(n_gt):
+        gt[i, :n, :2] = torch.rand(n, 2, generator=gen) * img * 0.9 + img * 0.05
+        gt[i, :n, 2:] = torch.rand(n, 2, generator=gen) ** 1.5 * img * 0.4 + 6
+        classes[i, :n] = torch.randint(0, nc, (n,), generator=gen)
+        valid[i, :n] = True
+        nearest = torch.cdist(centers, gt[i, :n, :2]).argmin(1)
+        jitter = 1 + 0.25 * torch.randn(len(centers), 4, generator=gen)
+        preds[i] = gt[i, nearest] * jitter.abs().clamp(min=0.2)
+    cls = torch.randn(batch, len(centers), nc, generator=gen)
+    obj = torch.randn(batch, len(centers), 1, generator=gen)
+    ours = simota_assign(preds, cls, obj, centers, strides, gt, classes, valid, GEOMETRY_PRIORS[prior])
+    params = inspect.signature(head.get_assignments).parameters
+    same, fg_total, contested = True, 0, 0
+    for i, n in enumerate(n_gt):
+        kwargs = dict(batch_idx=i, num_gt=n, gt_bboxes_per_image=gt[i, :n], gt_classes=classes[i, :n].float(),
+                      bboxes_preds_per_image=preds[i], expanded_strides=strides[None], x_shifts=offsets[None, :, 0],
+                      y_shifts=offsets[None, :, 1], cls_preds=cls, obj_preds=obj)
+        if "total_num_anchors" in params:  # 0.3.0's signature
+            kwargs.update(total_num_anchors=len(centers), bbox_preds=preds, labels=None, imgs=None)
+        _, fg_mask, ious, gt_inds, num_fg = head.get_assignments(**kwargs)
+        fg = ours.foreground[i]
+        ok = torch.equal(fg_mask, fg) and torch.equal(gt_inds, ours.gt_index[i][fg])
+        ok = ok and max_diff(ious, ours.iou[i][fg]) < 1e-6
+        same &= ok
+        fg_total += num_fg
+        # Cells that more than one ground truth's k cheapest included (then resolved to one).
+        iou = bbox_iou(gt[i, :n, None], preds[i, None], eps=0.0)[..., 0]
+        contested += int((iou > 0.3).sum(0).gt(1).sum())
+    log(f"  assignment seed {seed} prior {prior}: {batch} images of {n_gt} objects, {fg_total} foreground cells "
+        f"(ours {ours.num_foreground}), {contested} cells overlapping several objects at IoU > 0.3: "
+        f"{'identical' if same else 'DIFFERENT'} foreground, matched object and IoU")
+    return same and fg_total == ours.num_foreground
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--yolox-src", type=Path, required=True, help="folder holding their yolox package")
@@ -386,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(classes, postprocess, "yolox_s", 80, (256, 256), 1, log),
         check_outputs(classes, postprocess, "yolox_tiny", 3, (320, 192), 2, log),
     ])
+    results["assignment"] = all(check_assignment(head_cls, prior, seed, log) for seed in (0, 1, 2))
     results["loss"] = all(
         check_loss(classes, prior, name, nc, img, seed, use_l1, log)
         for name, nc, img in (("yolox_nano", 3, 256), ("yolox_s", 80, 320))
