@@ -177,7 +177,7 @@ class Recipe:
     augment: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # The engine has one optimiser and one lr shape; a recipe asking for another is a family bug.
+        # The engine has one optimiser and two lr shapes; a recipe asking for another is a family bug.
         if self.optimizer != "sgd" or self.schedule not in ("cosine", "yolox_cosine"):
             raise ValueError(f"Recipe: the engine runs optimizer 'sgd' with schedule 'cosine' or 'yolox_cosine', "
                              f"got {self.optimizer!r} / {self.schedule!r}")
