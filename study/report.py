@@ -88,7 +88,8 @@ def trials_table(records: list[tracking.TrialRecord], metric: str, mode: str, ke
     for i, r in enumerate([*ranked, *rest], start=1):
         rank = str(i) if i <= len(ranked) else "-"
         epochs = r.metrics.get("epoch")
-        rows.append([rank, r.name or r.trial_id, r.status, _fmt_metric(r.metrics.get(metric)),
+        label = r.name.split(" ", 1)[0] if r.name else r.trial_id  # "t03": the values are the next columns
+        rows.append([rank, label, r.status, _fmt_metric(r.metrics.get(metric)),
                      "-" if epochs is None else str(int(epochs)), *(_fmt_param(r.params.get(k, "")) for k in keys)])
     shown = rows if top is None else rows[:top]
     table = _table(shown, ["#", "trial", "status", metric, "epochs", *keys])
@@ -197,7 +198,8 @@ def _importance(space: SearchSpace, records: list[tracking.TrialRecord], metric:
     needed = importance_minimum(space)
     if len(completed) < needed:
         return {}, (f"{len(completed)} trials completed; fANOVA needs at least {needed} "
-                    f"(2 per searched parameter, at least 4) to rank {len(space.params)} parameters")
+                    f"(2 per searched parameter, at least 4) to rank {len(space.params)} "
+                    f"parameter{'s' if len(space.params) != 1 else ''}")
     dists = {}
     for p in space.params:
         if p.distribution in ("choice", "grid"):

@@ -55,11 +55,11 @@ def test_the_table_lists_every_trial_with_its_status_ranked_ones_first(space):
     body = [line.split() for line in lines[2:]]
     assert len(body) == 6  # every trial, not only the ranked ones
     assert [row[0] for row in body] == ["1", "2", "-", "-", "-", "-"]
-    assert body[0][1:4] == ["t03", "gamma=0.1", "completed"] and body[0][4] == "0.4000"
-    statuses = [row[3] for row in body]
+    assert body[0][1:5] == ["t03", "completed", "0.4000", "3"] and body[0][5:] == ["0.1", "6"]
+    statuses = [row[2] for row in body]
     assert sorted(statuses[2:]) == ["early_stopped", "error", "nonfinite", "running"]
-    error_row = next(row for row in body if row[3] == "error")
-    assert error_row[4] == "-"  # no metric: a dash, not an empty cell
+    error_row = next(row for row in body if row[2] == "error")
+    assert error_row[3] == "-"  # no metric: a dash, not an empty cell
     limited = trials_table(records, "map", "max", space.keys, top=2)
     assert "4 more trials: --top 6 lists them all" in limited
 
