@@ -83,12 +83,14 @@ class YOLOXLoss:
     def __call__(self, output: DetectorOutput, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         maps = output.head
         b = maps[0].shape[0]
-        raw = flatten_maps(maps)  # (B, A, 5 + nc)
+        # In float32 whatever the autocast dtype: box decoding (exp), pixel targets up to ~1000 px and the
+        # sums over ~8000 cells per image lose too much in float16 (YOLOX computes in the maps' dtype).
+        raw = flatten_maps(maps).float()  # (B, A, 5 + nc)
         offsets, cell_strides = cell_grid(maps, self.strides)  # (A, 2), (A,)
         boxes = decode_boxes(raw[..., :4], offsets, cell_strides)  # (B, A, 4) px, differentiable
         obj, cls = raw[..., 4:5], raw[..., 5:]
         img_h, img_w = maps[0].shape[-2] * self.strides[0], maps[0].shape[-1] * self.strides[0]
-        gt_boxes, gt_classes, gt_valid = pad_targets(targets.to(raw.dtype), b, img_h, img_w)
+        gt_boxes, gt_classes, gt_valid = pad_targets(targets.float(), b, img_h, img_w)
 
         centers = (offsets + 0.5) * cell_strides[:, None]
         assign = simota_assign(
