@@ -62,10 +62,11 @@ class Assignment:
     num_foreground: int
 
 
-def _region_masks(
+def _regions(
     gt_boxes: torch.Tensor, centers: torch.Tensor, strides: torch.Tensor, prior: GeometryPrior
-) -> torch.Tensor:
-    """(B, G, A) bool: cell centre within ``center_radius`` strides of the box centre, and (0.3.0) inside the box.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, G, A) bool masks: cell centre within ``center_radius`` strides of the box centre, and (0.3.0
+    only, else None) cell centre inside the box.
 
     Deltas are formed as Megvii forms them (``centre - (gt_x - r)`` etc., strictly positive), so border
     cases fall on the same side.
@@ -75,10 +76,10 @@ def _region_masks(
     dist = strides * prior.center_radius  # (A,)
     near = torch.stack((cx - (gx - dist), cy - (gy - dist), (gx + dist) - cx, (gy + dist) - cy), -1).amin(-1) > 0.0
     if not prior.use_box:
-        return near
+        return near, None
     half_w, half_h = 0.5 * gt_boxes[..., 2:3], 0.5 * gt_boxes[..., 3:4]
     inside = torch.stack((cx - (gx - half_w), cy - (gy - half_h), (gx + half_w) - cx, (gy + half_h) - cy), -1)
-    return torch.stack((near, inside.amin(-1) > 0.0))  # (2, B, G, A): caller combines
+    return near, inside.amin(-1) > 0.0
 
 
 def class_cost(cls_logits: torch.Tensor, obj_logits: torch.Tensor, gt_classes: torch.Tensor) -> torch.Tensor:
@@ -120,14 +121,15 @@ def simota_assign(
     gt_boxes = gt_boxes.float()
     valid = gt_valid[:, :, None]  # (B, G, 1)
 
-    regions = _region_masks(gt_boxes, centers.float(), strides.float(), prior)
-    if prior.use_box:
-        near, inside = regions[0] & valid, regions[1] & valid
-        candidate = (near | inside).any(1)  # (B, A)
+    near, inside = _regions(gt_boxes, centers.float(), strides.float(), prior)
+    near = near & valid
+    if inside is None:  # main: candidates and own region are the centre regions
+        own_region = near
+        candidate = near.any(1)  # (B, A)
+    else:  # 0.3.0: candidates inside any box or centre region; own region inside both of this object's
+        inside = inside & valid
         own_region = near & inside
-    else:
-        own_region = regions & valid
-        candidate = own_region.any(1)
+        candidate = (near | inside).any(1)
 
     iou = bbox_iou(gt_boxes[:, :, None, :], pred_boxes[:, None, :, :], eps=0.0)[..., 0]  # (B, G, A)
     iou = torch.where(candidate[:, None, :] & valid, iou, torch.zeros_like(iou))
