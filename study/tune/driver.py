@@ -150,16 +150,16 @@ def run_study(options: StudyOptions) -> StudySummary:
                                 verbose=options.verbose)
     status = "FINISHED"
     try:
-        if options.resume:
-            if not tune.Tuner.can_restore(experiment_path):
-                raise StudyError(f"nothing to resume at {experiment_path} (the study never started a trial)")
-            tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
-        else:
-            settings = ({"uri": uri, "study": options.name, "parent_run_id": tracker.parent_run_id,
-                         "flush_timeout": options.flush_timeout} if address.is_client else None)
-            tuner = _new_tuner(options, base, space, folder, storage, trainable, seed, settings)
-        with ray_output(options.verbose):
+        with ray_output(options.verbose):  # Tune reads the output mode when the Tuner is made, and in fit
+            if options.resume:
+                if not tune.Tuner.can_restore(experiment_path):
+                    raise StudyError(f"nothing to resume at {experiment_path} (the study never started a trial)")
+                tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
+                                           resume_errored=False, restart_errored=False)
+            else:
+                settings = ({"uri": uri, "study": options.name, "parent_run_id": tracker.parent_run_id,
+                             "flush_timeout": options.flush_timeout} if address.is_client else None)
+                tuner = _new_tuner(options, base, space, folder, storage, trainable, seed, settings)
             results = tuner.fit()
     except BaseException:
         status = "KILLED"
