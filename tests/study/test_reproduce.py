@@ -67,6 +67,16 @@ def test_a_table_whose_detectors_are_missing_is_refused_in_one_line_and_writes_n
     assert "no paper table 4" in capsys.readouterr().err and not workdir.exists()
 
 
+def test_budgets_pick_the_detector_and_the_papers_rows_to_compare_with():
+    from study.reproduce import BUDGETS, _detector_plan
+
+    assert _detector_plan(load_paper_table(2), BUDGETS["cpu"], None) == [("yolov5n", "yolov5n")]
+    assert _detector_plan(load_paper_table(5), BUDGETS["smoke"], None) == [("yolov5n", "yolov5s")]
+    assert _detector_plan(load_paper_table(2), BUDGETS["gpu"], None) == [("yolov5s", "yolov5s")]
+    assert _detector_plan(load_paper_table(2), BUDGETS["gpu"], "yolov5m") == [("yolov5m", "yolov5m")]
+    assert _detector_plan(load_paper_table(6), BUDGETS["paper"], "yolov5x") == [("yolov5x", "yolov5s")]
+
+
 def record(trial_id: str, status: str = "completed", **metrics: float) -> TrialRecord:
     return TrialRecord(run_id=trial_id, trial_id=trial_id, name="", status=status, params={}, metrics=metrics,
                        searched=[], artifact_uri="")
@@ -113,10 +123,13 @@ def test_reproduce_runs_the_table_at_the_smoke_budget_and_writes_it_beside_the_p
     table = load_paper_table(number)
     md = (workdir / "r" / "reproduce" / f"table{number}.md").read_text()
     assert md.startswith(f"# Paper Table {number} reproduced")
-    assert "budget `smoke`" in md and "commit " in md and "yolov5n" in md and "Note: the paper's numbers are for yolov5s" in md
+    assert "budget `smoke`" in md and "commit " in md and "yolov5n" in md
+    # Table 2 has YOLOv5n rows; Tables 5 and 6 only YOLOv5s ones, and the table says so.
+    compared = "yolov5n" if number == 2 else "yolov5s"
+    assert ("Note: the paper's numbers are for yolov5s" in md) == (compared == "yolov5s")
     lines = [line for line in md.splitlines() if line.startswith("| yolov5n |")]
     assert len(lines) == rows
-    for line, row in zip(lines, table.rows_for("yolov5s"), strict=True):
+    for line, row in zip(lines, table.rows_for(compared), strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1].startswith(row.name) and cells[2] == "1"
         assert cells[5] == f"{row.paper[table.metrics[0]]:.1f}"  # the paper's value beside ours
