@@ -15,7 +15,7 @@ input size; they become xyxy input-pixel boxes for the Gaussian masks here.
 
 Nothing here knows a layer index: MSSD reads ``model.tap_channels`` (``{stride: (teacher_channels,
 student_channels)}``) and the forward's ``teachers``/``students`` dicts, so every detector that returns
-them gets MSSD and MAD with no change on this side. MAD's feature map F at stride s is ``students[s]``,
+them gets MSSD and MAD with no change on this side. MAD's feature map F at stride s is ``head_inputs[s]``,
 the detect input.
 
 The ablation switches of Table 2 act here and nowhere else: ``losses.mssd.enabled: false`` builds no
@@ -115,7 +115,7 @@ class Distillation(nn.Module):
             terms.update(self.mssd(students, teachers))
         if self.mad is not None:
             boxes, batch_index = targets_to_boxes(targets.to(reference.device), img_size)
-            features = students if self.mad_target == "detect_input" else head_maps_by_stride(
+            features = _head_inputs(output) if self.mad_target == "detect_input" else head_maps_by_stride(
                 _head(output), self.head_strides, self.mad_target)
             terms.update(self.mad(features, boxes, batch_index))
         return terms
@@ -176,8 +176,10 @@ def build_distillation(losses_cfg: LossesConfig, model: nn.Module) -> Distillati
     head_strides = tuple(int(s) for s in getattr(model, "strides", sorted(tap_channels or ())))
     if mad_cfg.enabled:
         if mad_cfg.target == "detect_input":
-            # F of eq 6 is the detect input at each stride, i.e. the student tap.
-            channels = {s: student for s, (_teacher, student) in tap_channels.items()}
+            # F of eq 6 is the detect input at each stride: the student tap under the default tap set,
+            # but not under e.g. pan_to_fpn, so it is read from the contract's head inputs.
+            channels = dict(getattr(model, "head_input_channels", None)
+                            or {s: student for s, (_teacher, student) in tap_channels.items()})
         else:
             channels = head_channels(model, head_strides, mad_cfg.target)
         if mad_cfg.mask_stride is not None and any(s % mad_cfg.mask_stride for s in channels):
@@ -260,6 +262,13 @@ def _head(output: Any) -> Any:
     if isinstance(output, Mapping):
         return output["head"] if "head" in output else output["head_maps"]
     return output.head if hasattr(output, "head") else output.head_maps
+
+
+def _head_inputs(output: Any) -> Mapping[int, Tensor]:
+    """The maps the detection head reads (``head_inputs``); older outputs without it: the student taps."""
+    if isinstance(output, Mapping):
+        return output.get("head_inputs") or output["students"]
+    return getattr(output, "head_inputs", None) or output.students
 
 
 def _taps(output: Any) -> tuple[Mapping[int, Tensor], Mapping[int, Tensor]]:

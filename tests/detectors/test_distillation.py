@@ -191,3 +191,22 @@ def test_yolov5_gets_mssd_from_its_taps_and_keeps_no_training_only_weights():
     model_tensors = {id(t) for t in model.state_dict(keep_vars=True).values()}
     assert not any(id(p) in model_tensors for p in dist.parameters())
     assert sum(p.numel() for p in model.parameters()) == n_model
+
+
+def test_mad_targets_the_head_inputs_whatever_the_tap_set():
+    """Eq 6's F is the map the head reads: under pan_to_fpn the students are FPN maps, not F."""
+    from detectors import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector("yolov5n", num_classes=3, taps="pan_to_fpn").train()
+    dist = build_distillation(losses_cfg(mssd__enabled=False), model)
+    assert {s: a[0].out_channels for s, a in ((int(k), v) for k, v in dist.mad.adapters.items())} \
+        == model.head_input_channels
+    out = model(torch.rand(2, 3, IMG, IMG))
+    assert any(out.students[s].shape != out.head_inputs[s].shape for s in (8, 16, 32))
+    levels = []
+    for s in (8, 16, 32):
+        f = out.head_inputs[s]
+        mask = gaussian_mask(*targets_to_boxes(TARGETS, IMG), 2, f.shape[-2:], s, 2.0)
+        levels.append(((dist.mad.adapters[str(s)](mask) - f) ** 2).mean())
+    torch.testing.assert_close(dist(out, TARGETS, IMG)["mask"], sum(levels) / 3)
