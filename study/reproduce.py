@@ -46,10 +46,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Budget:
-    """How much training a reproduction gets: a config file, overrides, seeds, and the detector size."""
+    """How much training a reproduction gets: a config file per family, overrides, seeds, detector size."""
 
     name: str
-    config: str  # relative to the repository
+    # Family name -> its config, relative to the repository: each family trains with its own recipe
+    # (YOLOX rows of Table 3 must not inherit YOLOv5's lr0, momentum and warmup).
+    configs: dict[str, str]
     overrides: dict[str, Any]
     seeds: int
     smallest_size: bool  # run the family's smallest size instead of the table's detector
@@ -57,16 +59,19 @@ class Budget:
     description: str
 
 
+SMOKE_CONFIGS = {"yolov5": "configs/smoke.yaml", "yolox": "configs/yolox-smoke.yaml"}
+FULL_CONFIGS = {"yolov5": "configs/yolov5s-kitti.yaml", "yolox": "configs/yolox_s-kitti.yaml"}
+
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
-        "smoke", "configs/smoke.yaml",
+        "smoke", SMOKE_CONFIGS,
         {"data.img_size": 64, "data.synthetic.images": 12, "train.batch_size": 4, "train.epochs": 1,
          "train.max_steps_per_epoch": 1, "train.warmup_epochs": 0, "eval.max_det": 50, "train.device": "cpu"},
         seeds=1, smallest_size=True, synthetic_root="data/reproduce-smoke",
         description="seconds per row: 64 px, 12 generated images, 1 epoch of 1 step (checks the pipeline, "
                     "not the method)"),
     "cpu": Budget(
-        "cpu", "configs/smoke.yaml",
+        "cpu", SMOKE_CONFIGS,
         # As the demo (study/demo.py): 416 x 128 source images are cheap to decode and at 192 px their
         # small objects keep a few pixels. 100 steps and one evaluation per row: what a shared 2-core
         # machine affords for a whole table (benchmarks/README.md); YOLOv5n does not learn to detect yet.
@@ -78,14 +83,14 @@ BUDGETS: dict[str, Budget] = {
         description="about a minute per row on a quiet 2-core CPU: 192 px, 300 generated 416x128 images "
                     "(270 train / 30 val), batch 8, 4 epochs of 25 steps, evaluated once"),
     "gpu": Budget(
-        "gpu", "configs/yolov5s-kitti.yaml",
+        "gpu", FULL_CONFIGS,
         {"data.format": "synthetic", "data.synthetic.images": 2000, "data.synthetic.seed": 0, "train.epochs": 30,
          "data.workers": 4},
         seeds=2, smallest_size=False, synthetic_root="data/reproduce-gpu",
         description="one GPU: 640 px, 2000 generated KITTI-like images (1600 train / 400 val), 30 epochs, "
                     "batch 16"),
     "paper": Budget(
-        "paper", "configs/yolov5s-kitti.yaml", {}, seeds=3, smallest_size=False, synthetic_root=None,
+        "paper", FULL_CONFIGS, {}, seeds=3, smallest_size=False, synthetic_root=None,
         description="the paper's section 4.1: KITTI (data.root), 640 px, batch 16, 200 epochs"),
 }
 
@@ -154,11 +159,17 @@ def _detector_plan(table: PaperTable, budget: Budget, detector: str | None) -> l
 
 
 def _base_config(budget: Budget, detector: str, overrides: list[str], workdir: str) -> RunConfig:
+    from detectors.zoo import family_of
+
+    family = family_of(detector).name
+    if family not in budget.configs:
+        raise ConfigError(f"--budget {budget.name}: no config for the {family} family yet (it has "
+                          f"{', '.join(budget.configs)}); pass --detector of one of those families")
     pairs = [f"{k}={v}" for k, v in budget.overrides.items()]
     if budget.synthetic_root is not None:
         pairs.append(f"data.root={Path(workdir).resolve() / budget.synthetic_root}")
     pairs.append(f"detector.name={detector}")
-    return load_config(REPO / budget.config, [*pairs, *overrides])
+    return load_config(REPO / budget.configs[family], [*pairs, *overrides])
 
 
 def _slug(text: str) -> str:

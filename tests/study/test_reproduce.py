@@ -77,6 +77,18 @@ def test_budgets_pick_the_detector_and_the_papers_rows_to_compare_with():
     assert _detector_plan(load_paper_table(6), BUDGETS["paper"], "yolov5x") == [("yolov5x", "yolov5s")]
 
 
+@pytest.mark.parametrize("budget", ["smoke", "cpu", "gpu", "paper"])
+def test_each_family_trains_with_its_own_recipe_config(tmp_path, budget):
+    from study.reproduce import BUDGETS, _base_config
+
+    yolox = _base_config(BUDGETS[budget], "yolox_s", [], str(tmp_path))
+    yolov5 = _base_config(BUDGETS[budget], "yolov5s", [], str(tmp_path))
+    assert yolox.detector.name == "yolox_s" and yolov5.detector.name == "yolov5s"
+    # YOLOX's recipe (SGD momentum 0.9, its own schedule), not YOLOv5's 0.937 and cosine.
+    assert (yolox.train.momentum, yolox.train.schedule) == (0.9, "yolox_cosine")
+    assert yolov5.train.momentum == 0.937 and yolov5.train.schedule == "cosine"
+
+
 def record(trial_id: str, status: str = "completed", **metrics: float) -> TrialRecord:
     return TrialRecord(run_id=trial_id, trial_id=trial_id, name="", status=status, params={}, metrics=metrics,
                        searched=[], artifact_uri="")
