@@ -28,12 +28,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from detectors.config import RunConfig, config_to_dict, flatten_config, parse_config
-from detectors.errors import ConfigError, NonFiniteLossError
+from detectors.config import RunConfig, config_to_dict, parse_config
+from detectors.errors import ConfigError
 from study import tracking
 from study.config import config_to_yaml, load_config, write_text_atomic
+from study.local_runs import LocalRun, run_in_process
 from study.search_space import apply_params
 
 
@@ -160,20 +160,8 @@ def run_ablation(options: AblationOptions) -> AblationResult:
                           files[0].read_text(), files, time.monotonic() - started)
 
 
-class _EpochLogger:
-    """``fit`` callback of the local backend: each epoch's metrics to the run's MLflow child run."""
-
-    def __init__(self, tracker: tracking.StudyTracker, trial_id: str) -> None:
-        self.tracker, self.trial_id = tracker, trial_id
-
-    def after_epoch(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        self.tracker.trial_epoch(self.trial_id, epoch, metrics)
-
-
 def _run_local(cfg: RunConfig, name: str, folder: Path, uri: str, seeds: list[int], space_text: str,
                workdir: str) -> None:
-    from detectors.engine.trainer import fit
-
     if (folder / "ablation").exists():
         raise ConfigError(f"--name: ablation {name!r} already exists in {folder}; pass another --name")
     folder.mkdir(parents=True, exist_ok=True)
@@ -187,30 +175,13 @@ def _run_local(cfg: RunConfig, name: str, folder: Path, uri: str, seeds: list[in
     tracker.start()
     base = config_to_dict(cfg)
     searched = [*SWITCHES, "seed"]
-    status = "FINISHED"
-    try:
-        for variant in VARIANTS:
-            for seed in seeds:
-                run_cfg = parse_config(apply_params(base, {SWITCHES[0]: variant.mssd, SWITCHES[1]: variant.mad,
-                                                           "seed": seed}))
-                trial_id = f"{_slug(variant)}-seed{seed}"
-                tracker.trial_started(trial_id, trial_id, flatten_config(run_cfg), searched)
-                run_dir = folder / trial_id
-                try:
-                    fit(run_cfg, run_dir, callbacks=[_EpochLogger(tracker, trial_id)])
-                except NonFiniteLossError as exc:  # the other runs still tell us something
-                    print(f"mssd: {trial_id}: {exc}", flush=True)
-                    tracker.trial_finished(trial_id, "nonfinite", error=str(exc))
-                    continue
-                tracker.trial_finished(trial_id, "completed", best_checkpoint=run_dir / "checkpoints" / "best.pt")
-    except BaseException:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.study_finished(status)
-        left = tracker.flush(600)
-        if left:
-            print(f"mssd: {left} MLflow writes could not be made (tracking store unreachable)", flush=True)
+    runs = (
+        LocalRun(trial_id, trial_id, parse_config(apply_params(
+            base, {SWITCHES[0]: variant.mssd, SWITCHES[1]: variant.mad, "seed": seed})), searched)
+        for variant in VARIANTS for seed in seeds
+        for trial_id in [f"{_slug(variant)}-seed{seed}"]
+    )
+    run_in_process(tracker, runs, folder)
 
 
 def _slug(variant: Variant) -> str:

@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detectors.config import RunConfig, config_to_dict, flatten_config, parse_config
-from detectors.errors import ConfigError, NonFiniteLossError
+from detectors.config import RunConfig, config_to_dict, parse_config
+from detectors.errors import ConfigError
 from study import tracking
 from study.config import config_to_yaml, load_config, write_text_atomic
+from study.local_runs import LocalRun, run_in_process
 from study.paper_tables import METRICS, PaperRow, PaperTable, load_paper_table
 from study.search_space import apply_params
 
@@ -220,20 +221,8 @@ def run_reproduce(options: ReproduceOptions) -> ReproduceResult:
                            time.monotonic() - started)
 
 
-class _EpochLogger:
-    """``fit`` callback: each epoch's metrics to the row's MLflow child run."""
-
-    def __init__(self, tracker: Any, trial_id: str) -> None:
-        self.tracker, self.trial_id = tracker, trial_id
-
-    def after_epoch(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        self.tracker.trial_epoch(self.trial_id, epoch, metrics)
-
-
 def _run_jobs(jobs: list, table: PaperTable, budget: Budget, name: str, folder: Path, uri: str, workdir: str,
               base: RunConfig, commit: str | None) -> None:
-    from detectors.engine.trainer import fit
-
     folder.mkdir(parents=True)
     config_text = config_to_yaml(base)
     write_text_atomic(folder / "base-config.yaml", config_text)
@@ -246,27 +235,9 @@ def _run_jobs(jobs: list, table: PaperTable, budget: Budget, name: str, folder: 
         uri, name, staging_dir=folder / ".mlflow-staging", artifact_root=Path(workdir).resolve() / "mlartifacts",
         tags=tags, artifacts={"base-config.yaml": config_text, "paper-table.yaml": table.path.read_text()})
     tracker.start()
-    status = "FINISHED"
-    try:
-        for trial_id, _trained, _paper, row, cfg in jobs:
-            tracker.trial_started(trial_id, f"{row.name} ({cfg.detector.name}, seed {cfg.seed})",
-                                  flatten_config(cfg), [*row.settings, "seed"])
-            run_dir = folder / trial_id
-            try:
-                fit(cfg, run_dir, callbacks=[_EpochLogger(tracker, trial_id)])
-            except NonFiniteLossError as exc:  # the other rows still tell us something
-                print(f"mssd: {trial_id}: {exc}", flush=True)
-                tracker.trial_finished(trial_id, "nonfinite", error=str(exc))
-                continue
-            tracker.trial_finished(trial_id, "completed", best_checkpoint=run_dir / "checkpoints" / "best.pt")
-    except BaseException:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.study_finished(status)
-        left = tracker.flush(600)
-        if left:
-            print(f"mssd: {left} MLflow writes could not be made (tracking store unreachable)", flush=True)
+    run_in_process(tracker, [
+        LocalRun(trial_id, f"{row.name} ({cfg.detector.name}, seed {cfg.seed})", cfg, [*row.settings, "seed"])
+        for trial_id, _trained, _paper, row, cfg in jobs], folder)
 
 
 # ---------------------------------------------------------------------------------------------
