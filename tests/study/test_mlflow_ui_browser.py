@@ -62,10 +62,11 @@ def ui_study(ray_address, tiny_data, tmp_path_factory):
 def ui_url(ui_study):
     """`mssd ui ui-study` running; yields the URL it printed."""
     port = free_port()
+    server_log = (ui_study / "ui-stderr.log").open("w")  # read by the deprecation-warning test
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from study.cli import main; sys.exit(main())", "ui",
                              "ui-study", "--workdir", str(ui_study / "runs"), "--port", str(port)],
                             cwd=ui_study, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+                            stderr=server_log, text=True, start_new_session=True)
     try:
         first = proc.stdout.readline()
         match = re.search(r" at (http://\S+)", first)
@@ -86,6 +87,7 @@ def ui_url(ui_study):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        server_log.close()
 
 
 @pytest.fixture
@@ -116,6 +118,13 @@ def _close_assistant(browser) -> None:
 def test_mssd_ui_prints_the_study_page_in_the_model_training_view(ui_url):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/#/experiments/\d+/runs\?workflowType=machine_learning"
                         r"&viewStateShareKey=mssd-trials", ui_url), ui_url
+
+
+def test_mssd_ui_prints_no_deprecation_warnings_of_the_server(ui_url, ui_study):
+    """Needs no browser: the server has imported its app once /health answers (the fixture waited for it)."""
+    text = (ui_study / "ui-stderr.log").read_text()
+    assert "uvicorn" in text.lower() or "Uvicorn" in text or "INFO" in text, text[-2000:]  # the server's log is here
+    assert "DeprecationWarning" not in text, text[-2000:]
 
 
 def test_the_study_opens_in_the_model_training_view_with_every_trial_its_params_map_and_status(

@@ -69,33 +69,3 @@ def test_verbose_brings_rays_own_output_back_after_a_quiet_study_in_the_same_pro
     loud = capsys.readouterr().out
     assert "Trial trial_" not in quiet and "study quiet: 1 completed" in quiet
     assert "Trial trial_" in loud and "result" in loud and "study loud: 1 completed" in loud  # Tune's own boxes
-
-
-def test_mssd_ui_prints_no_deprecation_warnings_of_the_server(tmp_path):
-    import signal
-    import time
-    import urllib.request
-
-    from study_helpers import free_port
-
-    port = free_port()
-    log = tmp_path / "ui.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", "import sys; from study.cli import main; sys.exit(main())",
-                                 "ui", "--workdir", str(tmp_path / "runs"), "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:  # the server's workers import their app before answering
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                    break
-                except OSError:
-                    time.sleep(1)
-            else:
-                pytest.fail(f"mssd ui did not answer: {log.read_text()[-2000:]}")
-        finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=60)
-    text = log.read_text()
-    assert f"127.0.0.1:{port}" in text and "DeprecationWarning" not in text, text
