@@ -65,7 +65,7 @@ def export_yolo(kitti_root: Path, out: Path) -> Path:
 def our_config(yolo_root: Path, args, warmup_epochs: float) -> dict:
     hyp = yaml.safe_load((args.y5_site / "yolov5/data/hyps/hyp.scratch-low.yaml").read_text())
     return {
-        "seed": 0,
+        "seed": args.seed,
         "detector": {"name": args.model, "weights": None},
         "data": {"format": "yolo", "root": str(yolo_root), "train": "images/train", "val": "images/val",
                  "classes": CLASSES, "img_size": args.img, "workers": args.workers},
@@ -109,7 +109,7 @@ def train_theirs(data_yaml: Path, args, project: Path) -> tuple[Path, float, str
            "--weights", "", "--hyp", str(args.y5_site / "yolov5/data/hyps/hyp.scratch-low.yaml"),
            "--img", str(args.img), "--batch-size", str(args.batch), "--epochs", str(args.epochs),
            "--device", "cpu", "--workers", str(args.workers), "--cos-lr", "--noautoanchor", "--noplots",
-           "--seed", "0", "--project", str(project), "--name", "theirs", "--exist-ok"]
+           "--seed", str(args.seed), "--project", str(project), "--name", "theirs", "--exist-ok"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=project)
     seconds = time.perf_counter() - start
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per side (both sides run at once)")
     parser.add_argument("--sides", default="ours,theirs")
+    parser.add_argument("--seed", type=int, default=0, help="both sides' training seed")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
