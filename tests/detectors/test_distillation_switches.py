@@ -151,6 +151,20 @@ def test_detach_student_sends_the_gradient_to_the_teacher_only():
     assert built(mssd={"detach_teacher": True, "detach": "student"}).mssd.detach == "student"
 
 
+def test_detach_none_has_the_gradients_of_both_directions_summed():
+    """FPN -> PAN plus PAN -> FPN (teacher detached + student detached) equals one undetached loss."""
+    def grads(detach):
+        dist = built(mssd={"detach": detach}, mad={"enabled": False})  # same seed: same projector
+        out = output()
+        dist(out, TARGETS, IMG)["distill"].backward()
+        return [t.grad if t.grad is not None else torch.zeros_like(t)
+                for t in [*out["teachers"].values(), *out["students"].values()]]
+
+    both = [a + b for a, b in zip(grads("teacher"), grads("student"), strict=True)]
+    for got, want in zip(grads("none"), both, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def test_warmup_gives_zero_then_ramps_the_distillation_weights():
     dist = built(warmup={"zero_epochs": 2, "ramp_epochs": 2})
     terms = dist(output(), TARGETS, IMG)
