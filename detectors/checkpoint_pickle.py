@@ -44,8 +44,9 @@ _TORCH_GLOBALS: dict[tuple[str, str], Any] = {
 for _dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.int64, torch.int32, torch.uint8):
     _TORCH_GLOBALS[("torch", str(_dtype).removeprefix("torch."))] = _dtype
 
-# Modules whose classes become placeholders: Ultralytics' code (``models.``) and torch.nn's module classes.
-_PLACEHOLDER_PREFIXES = ("models.", "torch.nn.modules.")
+# Modules whose classes become placeholders: Ultralytics' code (``models.`` from their repository,
+# ``yolov5.models.`` from the PyPI ``yolov5`` package's train.py) and torch.nn's module classes.
+_PLACEHOLDER_PREFIXES = ("models.", "yolov5.models.", "torch.nn.modules.")
 # Harmless value types that appear in saved options/metrics (Ultralytics' opt, YOLOX's AP); read as Opaque.
 _OPAQUE_GLOBALS = {
     ("numpy.core.multiarray", "scalar"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import types
+import zipfile
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ FAKE_CLASSES = {
 }
 
 
-def save_official_style_checkpoint(model: nn.Module, path, *, with_ema: bool = True) -> None:
+def save_official_style_checkpoint(model: nn.Module, path, *, with_ema: bool = True, package: str = "") -> None:
     """Pickle ``model`` the way Ultralytics' train.py + strip_optimizer do: whole modules, half precision.
 
     Each of our modules gets the class of the same name from fake ``models.common`` / ``models.yolo``
@@ -29,14 +30,16 @@ def save_official_style_checkpoint(model: nn.Module, path, *, with_ema: bool = T
     fakes: dict[str, types.ModuleType] = {}
     classes: dict[str, type] = {}
     for mod_name, names in FAKE_CLASSES.items():
+        mod_name = package + mod_name  # "yolov5.models.yolo": the PyPI package's train.py
         mod = types.ModuleType(mod_name)
         for name in names:
             cls = type(name, (nn.Module,), {"__module__": mod_name})
             setattr(mod, name, cls)
             classes[name] = cls
         fakes[mod_name] = mod
-    saved = {k: sys.modules.get(k) for k in ("models", *fakes)}
-    sys.modules.update({"models": types.ModuleType("models"), **fakes})
+    parents = [package + "models", *([package.rstrip(".")] if package else [])]
+    saved = {k: sys.modules.get(k) for k in (*parents, *fakes)}
+    sys.modules.update({**{p: types.ModuleType(p) for p in parents}, **fakes})
     try:
         for m in model.modules():
             name = "DetectionModel" if m is model else type(m).__name__
@@ -92,6 +95,19 @@ def test_official_style_checkpoint_loads_without_its_code(tmp_path, source_model
     report = load_weights(model, path)
     assert report.skipped == [] and len(report.loaded) == len(want)
     torch.testing.assert_close(model.state_dict()["model.2.m.0.cv2.conv.weight"], want["model.2.m.0.cv2.conv.weight"])
+
+
+def test_a_checkpoint_of_the_pypi_yolov5_package_loads_too(tmp_path, source_model):
+    """pip's `yolov5` train.py pickles `yolov5.models.yolo.DetectionModel`, not `models.yolo...`."""
+    want = {k: v.half().float() if v.is_floating_point() else v.clone() for k, v in source_model.state_dict().items()}
+    path = tmp_path / "yolov5n-pypi.pt"
+    save_official_style_checkpoint(source_model, path, package="yolov5.")
+    with zipfile.ZipFile(path) as archive:  # the pickle names the package's module, as theirs does
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    assert b"yolov5.models.yolo" in pickled
+    state, source, _names = read_state_dict(path)
+    assert source == "ultralytics" and list(state) == list(want)
+    torch.testing.assert_close(state["model.2.m.0.cv2.conv.weight"], want["model.2.m.0.cv2.conv.weight"])
 
 
 def test_class_count_mismatch_skips_only_the_head_output_convs(tmp_path):
