@@ -10,8 +10,8 @@ A family provides a ``Family`` (registered in ``detectors.zoo.FAMILIES``):
 - a **model** (``Detector``): images enter as RGB float in [0, 1], (B, 3, H, W), H and W multiples of
   ``recipe.stride_multiple``, letterboxed by our loader; any other input convention (BGR, 0-255,
   ImageNet normalisation) is applied inside the model. ``forward(images)`` returns a
-  ``DetectorOutput(head, teachers, students)``; ``inference_raw`` the decoded, un-suppressed predictions;
-  ``predict`` one ``Detections`` per image.
+  ``DetectorOutput(head, teachers, students)``; ``predict`` one ``Detections`` per image
+  (``inference_raw``, the decoded un-suppressed predictions, only where the family has objectness).
 - its **detection loss** (``DetectionLoss``): ``loss(output, targets) -> (l_gt, items)``.
 - a **weight loader** for the checkpoints users already have (official releases), never running
   pickled code.
@@ -113,13 +113,15 @@ class Detector(Protocol):
         """RGB [0, 1] images (B, 3, H, W) -> raw head output and taps, in any mode."""
         ...
 
-    def inference_raw(self, images: Tensor) -> Tensor:
-        """(B, N, 5 + nc) decoded predictions: cx, cy, w, h in input pixels, objectness, class scores."""
-        ...
-
     def predict(self, images: Tensor, *, conf: float, iou: float, max_det: int) -> list[Detections]:
         """Per image, after the family's post-processing (score threshold, class-aware NMS)."""
         ...
+
+
+# Optional: families with an objectness output (YOLOv5, YOLOX) also define
+# ``inference_raw(images) -> (B, N, 5 + nc)``, decoded un-suppressed predictions (cx, cy, w, h in input
+# pixels, objectness, class scores). The engine never calls it (validation uses ``predict``), so families
+# without objectness (FCOS, RetinaNet, the R-CNNs) leave it out.
 
 
 @runtime_checkable
