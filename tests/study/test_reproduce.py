@@ -61,7 +61,7 @@ def test_a_table_whose_detectors_are_missing_is_refused_in_one_line_and_writes_n
     assert main(["reproduce", "7", "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mssd: error: table 7 needs detectors") and "not available yet" in err
-    assert "fcos_r50_fpn" in err and "\n" not in err
+    assert "fcos_resnet50_fpn" in err and "\n" not in err
     assert not workdir.exists()
     assert main(["reproduce", "4", "--workdir", str(workdir)]) == 2
     assert "no paper table 4" in capsys.readouterr().err and not workdir.exists()
