@@ -1,0 +1,1 @@
+"""Backbones shared by the ResNet-FPN families (FCOS, RetinaNet, Faster/Cascade R-CNN)."""

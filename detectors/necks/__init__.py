@@ -1,0 +1,1 @@
+"""Necks shared by the ResNet-FPN families: torchvision's FeaturePyramidNetwork and its extra levels."""
