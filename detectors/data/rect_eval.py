@@ -2,10 +2,13 @@
 
 A square S x S input wastes most of its pixels on wide images (KITTI's 1242x375 fills 31 % of a 640
 square). As Ultralytics' val does, images are sorted by aspect ratio, cut into batches, and each batch
-is letterboxed to the smallest stride-aligned (W, H) that holds every image of the batch at the scale the
-square input would give it: ``min(S / w, S / h)``. So each image is resized to exactly the pixels of
-the square letterbox (tested); only the grey padding shrinks, which the network sees at the borders.
-(Ultralytics adds half a stride of extra padding; here the shape is the minimal one.)
+is letterboxed to a stride-aligned (W, H) that holds every image of the batch at the scale the square
+input would give it, ``min(S / w, S / h)``, plus half a stride of grey on each side, as Ultralytics' val
+does (``ceil(side / stride + 0.5) * stride`` per side; a square image at 640 gets 672). So each image is
+resized to exactly the pixels of the square letterbox (tested); only the grey padding shrinks. The half
+stride matters: with the minimal shape a KITTI image at 320 px filled its 320x96 input edge to edge, and
+two trained YOLOv5n models lost 13-15 % of their mAP (benchmarks/README.md, issue 13); objects at the
+border need the context the padding gives.
 
 Batches of ``Batch`` as ``build_dataloader`` makes for evaluation (unaugmented, exact ``LetterboxMeta``
 per image), with the decoded-image cache (``detectors.data.image_cache``) read when given one.
@@ -25,16 +28,19 @@ from detectors.data.transforms import PAD_VALUE, boxes_to_targets, letterbox, le
 from detectors.errors import DataFormatError
 
 STRIDE = 32  # YOLOv5's largest stride; input sides must be multiples of the detector's (Recipe.stride_multiple)
+PAD = 0.5  # extra grey per side, in strides (Ultralytics' val: pad=0.5)
 
 
-def rect_shape(sizes: list[tuple[int, int]], img_size: int, stride: int = STRIDE) -> tuple[int, int]:
-    """The minimal stride-aligned (W, H) holding images of ``sizes`` ((w, h) each) at the square's scale."""
+def rect_shape(sizes: list[tuple[int, int]], img_size: int, stride: int = STRIDE, pad: float = PAD
+               ) -> tuple[int, int]:
+    """The stride-aligned (W, H) holding images of ``sizes`` ((w, h) each) at the square's scale, each side
+    ``ceil(resized side / stride + pad) * stride``."""
     width = height = 0
     for w, h in sizes:
         meta = letterbox_meta(w, h, img_size)
         width = max(width, round(w * meta.scale_x))
         height = max(height, round(h * meta.scale_y))
-    return (min(math.ceil(width / stride) * stride, img_size), min(math.ceil(height / stride) * stride, img_size))
+    return math.ceil(width / stride + pad) * stride, math.ceil(height / stride + pad) * stride
 
 
 def rect_batches(samples: list[Sample], batch_size: int, img_size: int,
@@ -63,7 +69,7 @@ class RectEvalDataset(Dataset):
     def __getitem__(self, item):
         index, shape = item
         sample = self.samples[index]
-        meta = letterbox_meta(sample.width, sample.height, shape)
+        meta = letterbox_meta(sample.width, sample.height, shape, fit=self.img_size)
         if self.cache is not None:  # already resized as letterbox would: only the padding is left
             resized = self.cache.image(index)
             image = np.full((meta.input_height, meta.input_width, 3), PAD_VALUE, np.uint8)
@@ -75,7 +81,7 @@ class RectEvalDataset(Dataset):
             if original.shape[0] != sample.height or original.shape[1] != sample.width:
                 raise DataFormatError(f"{sample.image_path}: image is {original.shape[1]}x{original.shape[0]}, "
                                       f"labels were read for {sample.width}x{sample.height}")
-            image, meta = letterbox(original, shape)
+            image, meta = letterbox(original, shape, fit=self.img_size)
         targets = boxes_to_targets(meta.to_input(sample.boxes), sample.classes, meta.input_width, meta.input_height)
         chw = np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
         return torch.from_numpy(chw), torch.from_numpy(targets), meta, sample.image_id

@@ -64,20 +64,26 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def letterbox_meta(width: int, height: int, size: int | tuple[int, int]) -> LetterboxMeta:
-    """The geometry of letterboxing a ``width x height`` image into ``size`` (S or (W, H)), centred."""
+def letterbox_meta(width: int, height: int, size: int | tuple[int, int], fit: int | None = None) -> LetterboxMeta:
+    """The geometry of letterboxing a ``width x height`` image into ``size`` (S or (W, H)), centred.
+
+    ``fit``: scale the image as a square ``fit`` letterbox would (rectangular evaluation pads to a shape
+    larger than the resized image); None: the largest scale that fits ``size``.
+    """
     in_w, in_h = _as_size(size)
-    ratio = min(in_w / width, in_h / height)
+    ratio = min(in_w / width, in_h / height) if fit is None else min(fit / width, fit / height)
     new_w = min(max(1, round(width * ratio)), in_w)
     new_h = min(max(1, round(height * ratio)), in_h)
     return LetterboxMeta(width, height, in_w, in_h, new_w / width, new_h / height,
                          (in_w - new_w) // 2, (in_h - new_h) // 2)
 
 
-def letterbox(image: np.ndarray, size: int | tuple[int, int]) -> tuple[np.ndarray, LetterboxMeta]:
-    """Resize keeping the aspect ratio and pad to ``size`` (S for a square, or (W, H)) with grey."""
+def letterbox(image: np.ndarray, size: int | tuple[int, int], fit: int | None = None
+              ) -> tuple[np.ndarray, LetterboxMeta]:
+    """Resize keeping the aspect ratio and pad to ``size`` (S for a square, or (W, H)) with grey
+    (``fit``: as ``letterbox_meta``)."""
     height, width = image.shape[:2]
-    meta = letterbox_meta(width, height, size)
+    meta = letterbox_meta(width, height, size, fit)
     new_w = round(width * meta.scale_x)
     new_h = round(height * meta.scale_y)
     # INTER_AREA when shrinking: averaging keeps small objects visible instead of aliasing them away.

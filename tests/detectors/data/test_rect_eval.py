@@ -16,12 +16,15 @@ from detectors.data.transforms import letterbox
 CLASSES = ["Car", "Pedestrian", "Cyclist"]
 
 
-def test_the_shape_is_the_smallest_stride_multiple_at_the_squares_scale():
-    assert rect_shape([(1242, 375)], 640) == (640, 224)  # 1242x375 -> 640x193 -> 640x224
-    assert rect_shape([(1242, 375)], 320) == (320, 128)  # -> 320x97
-    assert rect_shape([(375, 1242)], 640) == (224, 640)  # portrait
-    assert rect_shape([(500, 500)], 640) == (640, 640)
-    assert rect_shape([(1242, 375), (1000, 600)], 640) == (640, 384)  # the tallest of the batch: 640x384
+def test_the_shape_holds_the_squares_scale_plus_half_a_stride_per_side_as_ultralytics_val():
+    assert rect_shape([(1242, 375)], 640) == (672, 224)  # 1242x375 -> 640x193 -> ceil(20.5), ceil(6.53) strides
+    assert rect_shape([(1242, 375)], 320) == (352, 128)  # -> 320x97
+    assert rect_shape([(1242, 384)], 320) == (352, 128)  # -> 320x99: 3.09 + 0.5 strides -> 4
+    assert rect_shape([(640, 192)], 320) == (352, 128)  # -> 320x96: exactly 3 strides still gets padding
+    assert rect_shape([(375, 1242)], 640) == (224, 672)  # portrait
+    assert rect_shape([(500, 500)], 640) == (672, 672)
+    assert rect_shape([(1242, 375), (1000, 600)], 640) == (672, 416)  # the tallest of the batch: 640x384
+    assert rect_shape([(1242, 375)], 640, pad=0.0) == (640, 224)  # the minimal shape
 
 
 def test_batches_sort_by_aspect_ratio_and_cover_every_sample_once():
@@ -30,7 +33,7 @@ def test_batches_sort_by_aspect_ratio_and_cover_every_sample_once():
                for i, (w, h) in enumerate(sizes)]
     batches = rect_batches(samples, 2, 640)
     assert [i for indices, _ in batches for i in indices] == [0, 3, 2, 5, 4, 1]
-    assert [shape for _, shape in batches] == [(640, 224), (640, 640), (480, 640)]
+    assert [shape for _, shape in batches] == [(672, 224), (672, 672), (512, 672)]
     assert all(w % 32 == 0 and h % 32 == 0 for _, (w, h) in batches)
 
 
