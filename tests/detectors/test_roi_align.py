@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from detectors.ops.multiscale_roi_align import MultiScaleRoIAlign, fpn_levels
 from detectors.ops.roi_align import roi_align
 
 
@@ -187,3 +188,36 @@ def test_bad_shapes_and_batch_indices_are_refused():
         roi_align(x, [torch.zeros(3, 5)], 2)
     with pytest.raises(ValueError, match="batch indices"):
         roi_align(x, torch.tensor([[1.0, 0, 0, 2, 2]]), 2)
+
+
+def test_fpn_level_follows_the_box_scale_and_clamps_to_the_pyramid():
+    boxes = [
+        torch.tensor([[0.0, 0, 224, 224], [0, 0, 112, 112], [0, 0, 111, 112], [0, 0, 4, 4], [0, 0, 900, 900]])
+    ]
+    # k = floor(4 + log2(sqrt(area) / 224) + 1e-6): 4, 3, 2 (just under 112), then clamped to 2 and 5
+    assert fpn_levels(boxes, k_min=2, k_max=5).tolist() == [2, 1, 0, 0, 3]
+
+
+def test_multiscale_pools_each_box_from_its_level_at_that_stride():
+    g = torch.Generator().manual_seed(0)
+    feats = {
+        s: torch.randn(1, 3, 512 // s, 512 // s, generator=g, dtype=torch.float64) for s in (4, 8, 16, 32)
+    }
+    # sqrt(area) 26.8, 150, 300, 500 -> k = 0 (clamped to 2), 3, 4, 5 -> strides 4, 8, 16, 32
+    sides = [(10.0, 20, 40, 44), (0, 0, 150, 150), (100, 50, 400, 350), (-20, 0, 480, 500)]
+    boxes = [torch.tensor(sides, dtype=torch.float64)]
+    got = MultiScaleRoIAlign([4, 8, 16, 32], 5, 2)(feats, boxes)
+    for i, stride in enumerate([4, 8, 16, 32]):
+        want = roi_align(feats[stride], [boxes[0][i : i + 1]], 5, 1 / stride, 2)
+        assert torch.equal(got[i : i + 1], want)
+
+
+def test_multiscale_with_named_levels_infers_the_scales_from_the_image_size():
+    feats = {"0": torch.randn(1, 2, 32, 32), "1": torch.randn(1, 2, 16, 16), "pool": torch.randn(1, 2, 8, 8)}
+    boxes = [torch.tensor([[0.0, 0, 60, 60], [0, 0, 128, 128]])]
+    pooler = MultiScaleRoIAlign(["0", "1"], 2, 2)
+    got = pooler(feats, boxes, [(128, 128)])
+    assert torch.equal(got[:1], roi_align(feats["0"], [boxes[0][:1]], 2, 1 / 4, 2))
+    assert torch.equal(got[1:], roi_align(feats["1"], [boxes[0][1:]], 2, 1 / 8, 2))
+    with pytest.raises(ValueError, match="image_shapes"):
+        pooler(feats, boxes)
