@@ -179,12 +179,95 @@ class DistillWarmupConfig:
 
 
 @dataclass
+# losses.method: which training-time method adds to L_gt (README "Comparators (Table 4)").
+# mssd: eqs 1-7 (losses.mssd / losses.mad); none: L_gt alone (the baseline); kd, fgfi, defeat need a
+# teacher (distill.teacher); lgd is teacher-free.
+METHODS = ("mssd", "kd", "fgfi", "defeat", "lgd", "none")
+TEACHER_METHODS = ("kd", "fgfi", "defeat")
+# YOLOv5's default anchors (input pixels, w h pairs) at strides 8, 16, 32: FGFI's mask anchors by default.
+COCO_ANCHORS = [[10.0, 13.0, 16.0, 30.0, 33.0, 23.0], [30.0, 61.0, 62.0, 45.0, 59.0, 119.0],
+                [116.0, 90.0, 156.0, 198.0, 373.0, 326.0]]
+
+
+@dataclass
+class KDConfig:
+    """KD, Chen et al. 2017, on a one-stage head (losses/kd.py): soft classification/objectness with
+    temperature, teacher-bounded regression with margin, hint on the neck through an adapter."""
+
+    mu: float = _rule(0.5, gt=0.0, le=1.0)  # hard/soft balance: mu * L_hard + (1 - mu) * L_soft (paper 0.5)
+    temperature: float = _rule(1.0, gt=0.0)  # T of the soft targets
+    background_weight: float = _rule(1.5, ge=0.0)  # w_0, the background class's weight (paper 1.5)
+    regression_weight: float = _rule(0.5, ge=0.0)  # nu of the bounded regression loss (paper 0.5)
+    margin: float = _rule(0.0, ge=0.0)  # m: the student is penalised while worse than teacher - m
+    hint_weight: float = _rule(0.5, ge=0.0)  # gamma of the hint loss (paper 0.5)
+    adapter_kernel: int = _rule(1, ge=1)  # the hint adaptation layer (student -> teacher channels)
+
+
+@dataclass
+class FGFIConfig:
+    """FGFI, Wang et al. 2019 (losses/fgfi.py): imitation of the teacher's neck inside the anchor-IoU mask."""
+
+    weight: float = _rule(0.01, ge=0.0)  # lambda (paper 0.01, with N_p counting positions)
+    psi: float = _rule(0.5, gt=0.0, le=1.0)  # mask threshold factor on each box's best anchor IoU
+    # N_p: mask positions (the paper) or positions x channels (DeFeat.pytorch's reimplementation).
+    normalise: str = _rule("positions", choices=("positions", "elements"))
+    adapter_kernel: int = _rule(3, ge=1)  # FGFI's code: 3x3 conv + ReLU
+    adapter_relu: bool = True
+    anchors: list[list[float]] = _rule(factory=lambda: [list(a) for a in COCO_ANCHORS])
+
+    def __post_init__(self) -> None:
+        for i, level in enumerate(self.anchors):
+            if not level or len(level) % 2 or any(not v > 0 for v in level):
+                raise ConfigError(f"losses.fgfi.anchors[{i}]: expected w, h pairs of positive pixels, got {level!r}")
+
+
+@dataclass
+class DeFeatConfig:
+    """DeFeat, Guo et al. 2021 (losses/defeat.py): decoupled object/background feature imitation and
+    decoupled classification KD. Defaults: DeFeat.pytorch's released config."""
+
+    feature_object_weight: float = _rule(3.0, ge=0.0)  # hint_neck_w
+    feature_background_weight: float = _rule(12.0, ge=0.0)  # hint_neck_back_w
+    cls_object_weight: float = _rule(2.0, ge=0.0)  # head_cls_w
+    cls_background_weight: float = _rule(2.0, ge=0.0)  # head_cls_back_w
+    temperature: float = _rule(1.0, gt=0.0)  # head_cls_T
+    adapter_kernel: int = _rule(3, ge=1)  # neck_adapt: 3x3 conv, no ReLU
+    adapter_relu: bool = False
+
+
+@dataclass
+class LGDConfig:
+    """LGD, Zhang et al. 2022 (losses/lgd.py, detectors/comparators/lgd.py): teacher-free label-guided
+    self-distillation. Fields are added by its implementation."""
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen teacher of kd / fgfi / defeat (detectors/comparators/teacher.py)."""
+
+    name: str = _rule("yolov5m", choices=tuple(DETECTORS))
+    # One of our checkpoints, a state dict, or the family's official file (Ultralytics .pt); required
+    # by a teacher method when training (mssd model info builds the teacher without it).
+    weights: str | None = None
+
+
+@dataclass
+class DistillConfig:
+    teacher: TeacherConfig = _rule(factory=TeacherConfig)
+
+
 class LossesConfig:
     """Eq 7: L = L_gt + lambda_distill * L_distill + lambda_mask * L_mask (paper: both lambdas 1)."""
 
     mssd: MSSDConfig = _rule(factory=MSSDConfig)
+    # The method added to L_gt (METHODS); mssd and mad (and their switches) apply to method mssd only.
+    method: str = _rule("mssd", choices=METHODS)
     mad: MADConfig = _rule(factory=MADConfig)
     lambda_distill: float = _rule(1.0, ge=0.0)
+    kd: KDConfig = _rule(factory=KDConfig)
+    fgfi: FGFIConfig = _rule(factory=FGFIConfig)
+    defeat: DeFeatConfig = _rule(factory=DeFeatConfig)
+    lgd: LGDConfig = _rule(factory=LGDConfig)
     lambda_mask: float = _rule(1.0, ge=0.0)
     gt: GtLossConfig = _rule(factory=GtLossConfig)
     # batch: batch_size * (L_gt + terms); unscaled_terms: batch_size * L_gt + terms (docs/design-notes.md).
@@ -269,6 +352,7 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         raise ConfigError(f"data.classes: expected unique names, got {cfg.data.classes}")
 
 
+    distill: DistillConfig = _rule(factory=DistillConfig)
 def parse_config(data: dict | None) -> RunConfig:
     """Build a validated ``RunConfig`` from a plain dict; missing keys take their defaults.
 

@@ -2,13 +2,22 @@
 
 API (what the trainer and ``mssd model info`` use)::
 
-    distillation = build_distillation(cfg.losses, model)      # nn.Module, training-only parameters
+    distillation = build_distillation_for(cfg, model)         # nn.Module, training-only parameters
     optimizer params += distillation.parameters()             # projectors and adapters learn too
-    output = model(images)                                    # DetectorOutput(head_maps, teachers, students)
-    gt_total, items = loss_fn(output.head_maps, targets)      # (box + obj + cls) * B; items per image
-    terms = distillation(output, targets, img_size)           # distill, distill_s|m|l, mask (per image)
+    output = model(images)                                    # DetectorOutput(head, teachers, students, ...)
+    gt_total, items = loss_fn(output, targets)                # (box + obj + cls) * B; items per image
+    terms = distillation(output, targets, img_size, images=images)  # per image, keys distillation.term_names
     loss = distillation.total_loss(gt_total, terms, batch_size)   # eq 7 times B, YOLOv5's convention
     distillation.count_parameters()                           # {"mssd": n, "mad": n, "total": n}
+
+``losses.method`` picks the module (``build_distillation(losses_cfg, model, teacher=...)`` dispatches):
+``mssd`` is ``Distillation`` below (terms ``TERMS``); ``none`` (the baseline) and the comparators
+``kd | fgfi | defeat | lgd`` are ``MethodDistillation`` (``detectors/comparators/method_distillation.py``), which wraps the method's ``Comparator``
+(``detectors/comparators/``) and, for kd / fgfi / defeat, the frozen teacher (run under no_grad in eval
+mode on the same batch and device, held outside the module tree: never in ``parameters()``,
+``state_dict()`` or the optimizer). Their terms are ``"<method>"`` and ``"<method>/<part>"``; ``none`` has
+none. ``build_distillation_for(cfg, model)`` builds the teacher too (``load_teacher=False``: the
+architecture only, for ``mssd model info``).
 
 ``targets`` are the dataloader's ``(M, 6)`` rows ``[image_index, class, cx, cy, w, h]`` normalised to the
 input size; they become xyxy input-pixel boxes for the Gaussian masks here.
@@ -42,7 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detectors.config import LossesConfig
+from detectors.config import LossesConfig, RunConfig
 from detectors.errors import ConfigError
 from detectors.model_info import count_params
 from losses.combine import combine_losses
@@ -59,6 +68,9 @@ class Distillation(nn.Module):
 
     Build it with ``build_distillation``. ``mssd`` / ``mad`` are ``None`` when switched off.
     """
+
+    method = "mssd"
+    term_names = TERMS
 
     def __init__(
         self,
@@ -96,7 +108,8 @@ class Distillation(nn.Module):
             return 1.0
         return warmup_factor(self.epoch, self.warmup_zero_epochs, self.warmup_ramp_epochs)
 
-    def forward(self, output: Any, targets: Tensor, img_size: int | tuple[int, int]) -> dict[str, Tensor]:
+    def forward(self, output: Any, targets: Tensor, img_size: int | tuple[int, int], *,
+                images: Tensor | None = None) -> dict[str, Tensor]:
         """Per-image loss terms ``{"distill", "distill_s", "distill_m", "distill_l", "mask"}`` (scalars).
 
         Args:
@@ -104,6 +117,7 @@ class Distillation(nn.Module):
                 ``teachers`` and ``students``, ``{stride: (B, C, H, W)}`` each.
             targets: ``(M, 6)`` ``[image_index, class, cx, cy, w, h]`` normalised to the input size.
             img_size: input size in pixels, ``S`` (square) or ``(height, width)``.
+            images: the batch (unused by MSSD; the comparators' teacher reads it).
         """
         teachers, students = _taps(output)
         if not students:
@@ -147,12 +161,32 @@ class Distillation(nn.Module):
         return {"mssd": mssd, "mad": mad, "total": mssd + mad}
 
 
-def build_distillation(losses_cfg: LossesConfig, model: nn.Module) -> Distillation:
-    """The distillation modules ``losses_cfg`` asks for, sized from ``model.tap_channels``.
+def build_distillation_for(cfg: RunConfig, model: nn.Module, *, load_teacher: bool = True) -> nn.Module:
+    """``build_distillation`` for a run: the teacher built (and loaded, unless ``load_teacher`` is false)
+    from ``distill.teacher`` when ``losses.method`` needs one, and the family's loss for the comparators."""
+    from detectors.comparators.teacher import build_teacher
+    from detectors.zoo import family_of
 
-    Raises ``ConfigError`` when MSSD or MAD is enabled for a detector that exposes no taps.
-    Parameters start on the CPU in float32; move the module with the model (``.to(device)``).
+    family = family_of(cfg.detector.name)
+    return build_distillation(cfg.losses, model, teacher=build_teacher(cfg, load_weights=load_teacher),
+                              img_size=cfg.data.img_size,
+                              build_loss=lambda m: family.build_loss(m, cfg))
+
+
+def build_distillation(losses_cfg: LossesConfig, model: nn.Module, *, teacher: nn.Module | None = None,
+                       img_size: int | None = None, build_loss: Any = None) -> nn.Module:
+    """The training-only module ``losses_cfg.method`` asks for: ``Distillation`` (mssd) or
+    ``MethodDistillation`` (none and the comparators), sized from ``model``.
+
+    ``teacher``: the ``FrozenTeacher`` of a teacher method (``detectors.comparators.teacher``);
+    ``img_size`` and ``build_loss`` (the student family's ``build_loss(model)``) are passed on to the
+    comparator's builder. Raises ``ConfigError`` when MSSD or MAD is enabled for a detector that exposes
+    no taps, or when a method's needs are not met. Parameters start on the CPU in float32; move the
+    module with the model (``.to(device)``).
     """
+    method = getattr(losses_cfg, "method", "mssd")
+    if method != "mssd":
+        return _build_method(method, losses_cfg, model, teacher, img_size, build_loss)
     mssd_cfg, mad_cfg = losses_cfg.mssd, losses_cfg.mad
     tap_channels: Mapping[int, tuple[int, int]] | None = getattr(model, "tap_channels", None)
     if (mssd_cfg.enabled or mad_cfg.enabled) and not tap_channels:
@@ -197,6 +231,24 @@ def build_distillation(losses_cfg: LossesConfig, model: nn.Module) -> Distillati
                         scale=losses_cfg.scale, mad_target=mad_cfg.target, head_strides=head_strides,
                         warmup_zero_epochs=losses_cfg.warmup.zero_epochs,
                         warmup_ramp_epochs=losses_cfg.warmup.ramp_epochs)
+
+
+def _build_method(method: str, losses_cfg: LossesConfig, model: nn.Module, teacher: nn.Module | None,
+                  img_size: int | None, build_loss: Any) -> nn.Module:
+    from detectors.comparators.method_distillation import MethodDistillation
+
+    warmup = {"warmup_zero_epochs": losses_cfg.warmup.zero_epochs, "warmup_ramp_epochs": losses_cfg.warmup.ramp_epochs}
+    if method == "none":
+        return MethodDistillation("none", scale=losses_cfg.scale, **warmup)
+    from detectors.comparators import ComparatorContext, build_comparator
+    from detectors.comparators.teacher import check_compatible
+
+    if teacher is not None:
+        check_compatible(teacher, model)
+    comparator = build_comparator(method, losses_cfg,
+                                  ComparatorContext(model, teacher, img_size=img_size, build_loss=build_loss))
+    return MethodDistillation(method, comparator, teacher if comparator.needs_teacher else None,
+                              scale=losses_cfg.scale, **warmup)
 
 
 def head_maps_by_stride(head: Any, strides: tuple[int, ...], target: str) -> dict[int, Tensor]:

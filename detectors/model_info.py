@@ -1,5 +1,11 @@
 """Parameters and GFLOPs of a detector, and of its training-only distillation parts, counted by the project.
 
+Training-only parts are the children of the distillation module, each counted apart: MSSD's projectors
+(``mssd``) and MAD's adapters (``mad``), or a comparator's own parameters (``kd``, ``fgfi``, ``defeat``,
+``lgd``: adapters, LGD's label encoder). A teacher method's frozen teacher is listed on its own line
+(``ModelInfo.teacher``): it costs memory and a forward per step but learns nothing, so it is not in
+``training_params``.
+
 Convention (the one Ultralytics prints as "GFLOPs"): 2 x multiply-accumulates of the convolution and
 linear layers for one image of ``img_size`` x ``img_size``, / 1e9. Counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (which counts 2 FLOPs per MAC for conv/matmul and nothing
@@ -35,8 +41,11 @@ class ModelInfo:
     params: int
     params_fused: int
     gflops: float
-    # Training-only modules (MSSD projectors, MAD adapters) by name; None: not counted (no distillation).
+    # Training-only modules (MSSD projectors, MAD adapters, a comparator) by name; None: not counted.
     training_parts: dict[str, PartInfo] | None = field(default=None)
+    # The frozen teacher of kd / fgfi / defeat (its name, params and GFLOPs); None: the method has none.
+    teacher: PartInfo | None = None
+    teacher_name: str | None = None
 
     @property
     def training_params(self) -> int:
@@ -77,20 +86,22 @@ def count_gflops(model: nn.Module, img_size: int) -> float:
 
 @torch.no_grad()
 def count_distillation(model: nn.Module, distillation: nn.Module, img_size: int) -> dict[str, PartInfo]:
-    """Params and GFLOPs of each child of the distillation module (e.g. ``mssd``, ``mad``), one image.
+    """Params and GFLOPs of each child of the distillation module (e.g. ``mssd``, ``mad``, ``kd``), one image.
 
     The detector's own forward runs outside the counter; one ground-truth box feeds the mask branch
-    (its adapter convs cost the same whatever the boxes).
+    (its adapter convs cost the same whatever the boxes). A frozen teacher is not a child: its forward
+    runs inside the call but is not attributed to any part (``teacher_info`` counts it).
     """
     was_training = model.training
     model.eval()
+    images = torch.zeros(1, 3, img_size, img_size, device=_device_of(model))
     try:
-        output = model(torch.zeros(1, 3, img_size, img_size, device=_device_of(model)))
+        output = model(images)
     finally:
         model.train(was_training)
     targets = torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.25, 0.25]], device=_device_of(model))
     with FlopCounterMode(display=False) as counter:
-        distillation(output, targets, img_size)
+        distillation(output, targets, img_size, images=images)
     by_module = counter.get_flop_counts()
     root = type(distillation).__name__
     parts = {}
@@ -107,6 +118,7 @@ def model_info(
     if img_size < multiple or img_size % multiple:
         raise ValueError(f"img_size: expected a positive multiple of {multiple}, got {img_size}")
     parts = count_distillation(model, distillation, img_size) if distillation is not None else None
+    teacher = getattr(distillation, "teacher", None)
     return ModelInfo(
         name=name,
         num_classes=num_classes,
@@ -115,6 +127,8 @@ def model_info(
         params_fused=count_params_fused(model),
         gflops=count_gflops(model, img_size),
         training_parts=parts,
+        teacher=PartInfo(count_params(teacher), count_gflops(teacher.model, img_size)) if teacher is not None else None,
+        teacher_name=getattr(teacher, "name", None),
     )
 
 
@@ -126,7 +140,8 @@ def format_model_info(info: ModelInfo) -> str:
     if info.training_parts is None:
         rows.append(("training-only parts", "not counted (no distillation module)", "-"))
     else:
-        labels = {"mssd": "MSSD projectors", "mad": "MAD adapters"}
+        labels = {"mssd": "MSSD projectors", "mad": "MAD adapters", "kd": "KD adapters", "fgfi": "FGFI adapters",
+                  "defeat": "DeFeat adapters", "lgd": "LGD label encoder and adapters"}
         for part, p in info.training_parts.items():
             rows.append((f"  {labels.get(part, part)} (training only)", f"{p.params:,}", f"{p.gflops:.3f}"))
         rows.append(
@@ -136,6 +151,9 @@ def format_model_info(info: ModelInfo) -> str:
                 f"{info.gflops + info.training_gflops:.2f}",
             )
         )
+    if info.teacher is not None:  # learns nothing, so not in the training total; its forward runs every step
+        rows.append((f"frozen teacher {info.teacher_name} (training only, not learned)", f"{info.teacher.params:,}",
+                     f"{info.teacher.gflops:.2f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [
         f"{info.name}: {info.num_classes} classes, {info.img_size}x{info.img_size} input, batch 1",

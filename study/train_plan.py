@@ -32,9 +32,13 @@ class TrainPlan:
 
 
 def check_data(cfg: RunConfig) -> None:
-    """Read both splits as training will: labels parsed and image headers read, one line naming the file."""
+    """Read both splits as training will: labels parsed and image headers read, one line naming the file;
+    for a teacher method (losses.method kd / fgfi / defeat) also load the teacher from distill.teacher.weights
+    (a missing or incompatible file is one line naming it). ``mssd tune`` runs this before Ray starts too."""
+    from detectors.comparators.teacher import check_teacher
     from detectors.data import load_samples
 
+    check_teacher(cfg)
     for split in ("train", "val"):
         load_samples(cfg.data, split)
 

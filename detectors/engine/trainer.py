@@ -51,7 +51,7 @@ from torch import nn
 from detectors.config import RunConfig, config_to_dict
 from detectors.data import build_dataloader, load_samples
 from detectors.data.augment import resolve_augment
-from detectors.distillation import TERMS, build_distillation
+from detectors.distillation import build_distillation_for
 from detectors.engine.checkpoint import (
     BEST,
     LAST,
@@ -140,7 +140,8 @@ class Trainer:
         weights = weights if weights is not None else cfg.detector.weights
         if weights:
             load_model_weights(self.model, weights, self.family.load_weights)
-        self.distillation = build_distillation(cfg.losses, self.model)
+        # losses.method's training-only module (with its frozen teacher, loaded here, when it has one)
+        self.distillation = build_distillation_for(cfg, self.model)
         self.model.to(self.device)
         self.distillation.to(self.device)
         if self.use_cuda:
@@ -150,7 +151,8 @@ class Trainer:
             self.distillation.to(memory_format=torch.channels_last)
         self.loss_fn = self.family.build_loss(self.model, cfg)
         # Per-image loss terms, logged as ``loss/<name>``; the first non-finite one is named in the error.
-        self.loss_terms = ("total", "gt", *(f"gt/{t}" for t in self.loss_fn.term_names), *TERMS)
+        self.loss_terms = ("total", "gt", *(f"gt/{t}" for t in self.loss_fn.term_names),
+                           *self.distillation.term_names)
         self.optimizer = build_sgd(
             [self.model, self.distillation],
             lr=train.lr0,
@@ -296,14 +298,14 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.amp):
             output = self._forward_model(images)
             gt_total, items = self.loss_fn(output, targets)
-            terms = self.distillation(output, targets, self.cfg.data.img_size)
+            terms = self.distillation(output, targets, self.cfg.data.img_size, images=images)
         scale = batch_size if self.family.recipe.loss_scaled_by_batch else 1
         loss = self.distillation.total_loss(gt_total, terms, scale)  # eq 7 in the family's batch convention
 
         gt_items = [items[k].float() for k in self.loss_fn.term_names]
         per_image = loss.detach() / scale
         values = torch.stack([per_image.float(), torch.stack(gt_items).sum(), *gt_items,
-                              *(terms[k].detach().float() for k in TERMS)])
+                              *(terms[k].detach().float() for k in self.distillation.term_names)])
         return loss, values
 
     def _compiled_forward_loss(self, mode: str):

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 
 def _info(args) -> int:
-    from detectors.distillation import build_distillation
+    from detectors.distillation import build_distillation_for
     from detectors.errors import ConfigError
     from detectors.model_info import format_model_info, model_info
     from detectors.zoo import build_detector_for, family_of
@@ -36,7 +36,8 @@ def _info(args) -> int:
         raise ConfigError(f"--img: expected a positive multiple of {multiple} (the largest stride of "
                           f"{cfg.detector.name}), got {args.img}")
     model = build_detector_for(cfg)
-    distillation = build_distillation(cfg.losses, model)
+    # losses.method's training-only parts; a teacher method's teacher is built, not loaded (no file needed)
+    distillation = build_distillation_for(cfg, model, load_teacher=False)
     info = model_info(
         model, name=cfg.detector.name, num_classes=cfg.num_classes, img_size=args.img, distillation=distillation
     )
