@@ -178,7 +178,6 @@ class DistillWarmupConfig:
     ramp_epochs: int = _rule(0, ge=0)
 
 
-@dataclass
 # losses.method: which training-time method adds to L_gt (README "Comparators (Table 4)").
 # mssd: eqs 1-7 (losses.mssd / losses.mad); none: L_gt alone (the baseline); kd, fgfi, defeat need a
 # teacher (distill.teacher); lgd is teacher-free.
@@ -256,6 +255,7 @@ class DistillConfig:
     teacher: TeacherConfig = _rule(factory=TeacherConfig)
 
 
+@dataclass
 class LossesConfig:
     """Eq 7: L = L_gt + lambda_distill * L_distill + lambda_mask * L_mask (paper: both lambdas 1)."""
 
