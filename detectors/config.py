@@ -259,15 +259,15 @@ class DistillConfig:
 class LossesConfig:
     """Eq 7: L = L_gt + lambda_distill * L_distill + lambda_mask * L_mask (paper: both lambdas 1)."""
 
-    mssd: MSSDConfig = _rule(factory=MSSDConfig)
     # The method added to L_gt (METHODS); mssd and mad (and their switches) apply to method mssd only.
     method: str = _rule("mssd", choices=METHODS)
+    mssd: MSSDConfig = _rule(factory=MSSDConfig)
     mad: MADConfig = _rule(factory=MADConfig)
-    lambda_distill: float = _rule(1.0, ge=0.0)
     kd: KDConfig = _rule(factory=KDConfig)
     fgfi: FGFIConfig = _rule(factory=FGFIConfig)
     defeat: DeFeatConfig = _rule(factory=DeFeatConfig)
     lgd: LGDConfig = _rule(factory=LGDConfig)
+    lambda_distill: float = _rule(1.0, ge=0.0)
     lambda_mask: float = _rule(1.0, ge=0.0)
     gt: GtLossConfig = _rule(factory=GtLossConfig)
     # batch: batch_size * (L_gt + terms); unscaled_terms: batch_size * L_gt + terms (docs/design-notes.md).
@@ -330,6 +330,7 @@ class RunConfig:
     detector: DetectorConfig = _rule(factory=DetectorConfig)
     data: DataConfig = _rule(factory=DataConfig)
     losses: LossesConfig = _rule(factory=LossesConfig)
+    distill: DistillConfig = _rule(factory=DistillConfig)
     train: TrainConfig = _rule(factory=TrainConfig)
     eval: EvalConfig = _rule(factory=EvalConfig)
     tracking: TrackingConfig = _rule(factory=TrackingConfig)
@@ -352,7 +353,6 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         raise ConfigError(f"data.classes: expected unique names, got {cfg.data.classes}")
 
 
-    distill: DistillConfig = _rule(factory=DistillConfig)
 def parse_config(data: dict | None) -> RunConfig:
     """Build a validated ``RunConfig`` from a plain dict; missing keys take their defaults.
 
