@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import csv
 import math
-import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +30,9 @@ from pathlib import Path
 from detectors.config import RunConfig, config_to_dict, parse_config
 from detectors.errors import ConfigError
 from study import tracking
-from study.config import config_to_yaml, load_config, write_text_atomic
-from study.local_runs import LocalRun, run_in_process
+from study.config import load_config, write_text_atomic
+from study.grid_runs import GridOptions, format_pct, mean_std, resolve_backend, run_grid
+from study.local_runs import LocalRun
 from study.search_space import apply_params
 
 
@@ -54,7 +53,6 @@ VARIANTS = (
 # (metric key in the trainer's results, column title), Table 2's columns.
 METRICS = (("ap50", "AP50"), ("ap75", "AP75"), ("aps", "APs"), ("apm", "APm"), ("apl", "APl"), ("map", "mAP"))
 SWITCHES = ("losses.mssd.enabled", "losses.mad.enabled")
-BACKENDS = ("auto", "ray", "local")
 
 
 @dataclass
@@ -115,73 +113,39 @@ def ablation_space(seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _resolve_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend != "auto":
-        return backend
-    try:
-        import study.tune  # noqa: F401  (imports ray)
-    except ImportError:
-        return "local"
-    return "ray"
-
-
 def run_ablation(options: AblationOptions) -> AblationResult:
     """Run the 4 x K trainings, read them back from MLflow, write the table and plot (module docstring)."""
     started = time.monotonic()
     if options.seeds < 1:
         raise ConfigError(f"--seeds: expected at least 1, got {options.seeds}")
     cfg = load_config(options.config, options.overrides)  # fails fast, with file:line, before any run
-    backend = _resolve_backend(options.backend)
+    backend = resolve_backend(options.backend)
     name = options.name or f"ablation-{Path(options.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     seeds = [cfg.seed + i for i in range(options.seeds)]
     folder = Path(options.workdir).resolve() / name
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, options.workdir)
+    if backend == "local" and (folder / "ablation").exists():
+        raise ConfigError(f"--name: ablation {name!r} already exists in {folder}; pass another --name")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        space = Path(tmp) / "ablation.yaml"
-        space.write_text(ablation_space(seeds))
-        if backend == "ray":
-            from study.tune import StudyOptions, run_study
+    base = config_to_dict(cfg)
+    searched = [*SWITCHES, "seed"]
 
-            run_study(StudyOptions(
-                config=options.config, space=str(space), overrides=list(options.overrides), name=name,
-                workdir=options.workdir, samples=1, max_concurrent=options.max_concurrent,
-                cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial,
-                address=options.address, asha=False, metric="map", mode="max", verbose=options.verbose))
-        else:
-            _run_local(cfg, name, folder, uri, seeds, space.read_text(), options.workdir)
+    def local_runs() -> list[LocalRun]:
+        return [LocalRun(trial_id, trial_id, parse_config(apply_params(
+                    base, {SWITCHES[0]: variant.mssd, SWITCHES[1]: variant.mad, "seed": seed})), searched)
+                for variant in VARIANTS for seed in seeds
+                for trial_id in [f"{_slug(variant)}-seed{seed}"]]
+
+    grid = GridOptions(backend, options.cpus_per_trial, options.gpus_per_trial, options.max_concurrent,
+                       options.address, options.verbose)
+    run_grid(grid, backend, config=options.config, overrides=options.overrides, name=name, workdir=options.workdir,
+             base=cfg, space_text=ablation_space(seeds), searched=searched, local_runs=local_runs)
 
     rows = summarise(tracking.study_trials(uri, name), variant_costs(cfg))
     files = write_outputs(rows, folder / "ablation", title=_title(cfg, name, seeds))
     tracking.log_parent_artifacts(uri, name, files, "ablation")
     return AblationResult(name, folder, tracking.redact_uri(uri), backend, rows,
                           files[0].read_text(), files, time.monotonic() - started)
-
-
-def _run_local(cfg: RunConfig, name: str, folder: Path, uri: str, seeds: list[int], space_text: str,
-               workdir: str) -> None:
-    if (folder / "ablation").exists():
-        raise ConfigError(f"--name: ablation {name!r} already exists in {folder}; pass another --name")
-    folder.mkdir(parents=True, exist_ok=True)
-    config_text = config_to_yaml(cfg)
-    write_text_atomic(folder / "base-config.yaml", config_text)
-    write_text_atomic(folder / "search-space.yaml", space_text)
-    tracker = tracking.StudyTracker(
-        uri, name, staging_dir=folder / ".mlflow-staging", artifact_root=Path(workdir).resolve() / "mlartifacts",
-        tags={"mssd.backend": "local", "mssd.metric": "map", "mssd.mode": "max"},
-        artifacts={"base-config.yaml": config_text, "search-space.yaml": space_text})
-    tracker.start()
-    base = config_to_dict(cfg)
-    searched = [*SWITCHES, "seed"]
-    runs = (
-        LocalRun(trial_id, trial_id, parse_config(apply_params(
-            base, {SWITCHES[0]: variant.mssd, SWITCHES[1]: variant.mad, "seed": seed})), searched)
-        for variant in VARIANTS for seed in seeds
-        for trial_id in [f"{_slug(variant)}-seed{seed}"]
-    )
-    run_in_process(tracker, runs, folder)
 
 
 def _slug(variant: Variant) -> str:
@@ -217,7 +181,7 @@ def summarise(records: list[tracking.TrialRecord], costs: dict[str, dict[str, fl
                 if (_as_bool(r.params.get(SWITCHES[0])), _as_bool(r.params.get(SWITCHES[1])))
                 == (variant.mssd, variant.mad)]
         done = [r for r in mine if r.status == "completed"]
-        metrics = {key: _mean_std([r.metrics.get(key, math.nan) for r in done]) for key, _ in METRICS}
+        metrics = {key: mean_std([r.metrics.get(key, math.nan) for r in done]) for key, _ in METRICS}
         row = VariantResult(variant, runs=len(done), failed=len(mine) - len(done), metrics=metrics)
         if costs:
             cost = costs[variant.name]
@@ -225,14 +189,6 @@ def summarise(records: list[tracking.TrialRecord], costs: dict[str, dict[str, fl
             row.gflops, row.training_gflops = cost["gflops"], cost["training_gflops"]
         rows.append(row)
     return rows
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    # Sample std (n - 1): the spread a new seed would show; 0 for a single run.
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
 def variant_costs(cfg: RunConfig) -> dict[str, dict[str, float]]:
@@ -256,14 +212,6 @@ def variant_costs(cfg: RunConfig) -> dict[str, dict[str, float]]:
     return costs
 
 
-def _pct(mean_std: tuple[float, float]) -> str:
-    mean, std = mean_std
-    if math.isnan(mean):
-        return "n/a"
-    # Two decimals: short budgets (CPU smoke ablations) give APs well under 1%, which .1f would hide.
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
-
-
 def format_markdown(rows: list[VariantResult], title: str = "") -> str:
     header = ["variant", "MAD", "MSSD", "runs", *(t + " (%)" for _, t in METRICS), "params (M)", "GFLOPs"]
     lines = [f"**{title}**", ""] if title else []
@@ -271,7 +219,7 @@ def format_markdown(rows: list[VariantResult], title: str = "") -> str:
     for r in rows:
         runs = f"{r.runs}" + (f" (+{r.failed} failed)" if r.failed else "")
         cells = [r.variant.name, "✓" if r.variant.mad else "", "✓" if r.variant.mssd else "", runs,
-                 *(_pct(r.metrics[k]) for k, _ in METRICS),
+                 *(format_pct(r.metrics[k]) for k, _ in METRICS),
                  f"{r.params / 1e6:.3f} (+{r.training_params / 1e6:.3f})",
                  f"{r.gflops:.3f} (+{r.training_gflops:.4f})"]
         lines.append("| " + " | ".join(cells) + " |")

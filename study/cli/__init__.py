@@ -15,7 +15,7 @@ from detectors.errors import MSSDError
 
 # Command modules, in the order their commands appear in --help.
 _COMMAND_MODULES = ("config_cmd", "data_cmd", "train_cmd", "study_cmd", "model_cmd", "ablate_cmd",
-                    "reproduce_cmd")
+                    "compare_cmd", "reproduce_cmd")
 
 
 class _HelpFormatter(argparse.HelpFormatter):
