@@ -91,3 +91,17 @@ def bbox_iou(
     with torch.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return (iou - (rho2 / c2 + v * alpha))[..., None]
+
+
+def clip_boxes_to_image(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., 4) xyxy boxes clamped into an image of ``size = (height, width)`` (torchvision's)."""
+    height, width = size
+    x = boxes[..., 0::2].clamp(min=0, max=width)
+    y = boxes[..., 1::2].clamp(min=0, max=height)
+    return torch.stack((x, y), dim=boxes.dim()).reshape(boxes.shape)
+
+
+def remove_small_boxes(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
+    """Indices of the (N, 4) xyxy boxes whose width and height are both >= ``min_size`` (torchvision's)."""
+    ws, hs = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    return torch.where((ws >= min_size) & (hs >= min_size))[0]

@@ -13,6 +13,9 @@ inside itself by the Cluster-NMS fixed point (Zheng et al. 2020, "Enhancing geom
 ``keep[j] = not any(keep[i] and IoU[i, j] > iou for i < j)`` iterated from ``keep = all``; the unique
 fixed point of that recursion is the greedy result. Processing stops once every image has ``max_det``
 boxes, since greedy NMS never revisits a kept box.
+
+Box-level ``nms`` / ``batched_nms`` (torchvision.ops' signatures, for the ResNet-FPN families) run the
+same vectorised loop on one image's boxes.
 """
 
 from __future__ import annotations
@@ -64,26 +67,20 @@ def candidates(
     )
 
 
-def non_max_suppression(
-    prediction: torch.Tensor,
-    conf: float = 0.25,
-    iou: float = 0.45,
-    max_det: int = 300,
-    *,
-    multi_label: bool = False,
-    max_nms: int = 30000,
-    block: int = 128,
-) -> list[Detections]:
-    """Greedy class-aware NMS of (B, N, 5 + nc) decoded predictions -> one ``Detections`` per image."""
-    _check_args(prediction, conf, iou, max_det)
-    prediction = prediction.detach().float()
-    boxes, scores, classes, valid = candidates(prediction, conf, multi_label=multi_label, max_nms=max_nms)
-    b, k = scores.shape
-    dev = prediction.device
-    # Kept boxes so far, per image, in order (padded to max_det).
-    kept_boxes = boxes.new_zeros(b, max_det, 4)
-    kept_scores = scores.new_zeros(b, max_det)
+def greedy_nms_positions(
+    boxes: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor, iou: float, max_det: int, *, block: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy class-aware NMS of score-sorted, padded candidates, vectorised over images and blocks.
+
+    boxes (B, K, 4) xyxy, classes (B, K), valid (B, K) bool, each image's candidates by descending score.
+    Returns (positions (B, max_det) int64, n_kept (B,)): the first ``n_kept[i]`` entries of
+    ``positions[i]`` index the kept candidates in score order; the rest is padding.
+    """
+    b, k = valid.shape
+    dev = boxes.device
+    kept_boxes = boxes.new_zeros(b, max_det, 4)  # kept so far, per image, in order (padded to max_det)
     kept_classes = classes.new_zeros(b, max_det)
+    positions = torch.zeros(b, max_det, dtype=torch.long, device=dev)
     n_kept = torch.zeros(b, dtype=torch.long, device=dev)
     slots = torch.arange(max_det, device=dev)
     rows = torch.arange(b, device=dev)[:, None]
@@ -117,14 +114,75 @@ def non_max_suppression(
         write = keep & (pos < max_det)
         r, c = rows.expand(-1, t)[write], pos[write]
         kept_boxes[r, c] = bb[write]
-        kept_scores[r, c] = scores[:, start : start + block][write]
         kept_classes[r, c] = bc[write]
+        positions[r, c] = (torch.arange(t, device=dev) + start).expand(b, -1)[write]
         n_kept = (n_kept + keep.sum(1)).clamp(max=max_det)
+    return positions, n_kept
 
-    return [
-        Detections(kept_boxes[i, : n_kept[i]], kept_scores[i, : n_kept[i]], kept_classes[i, : n_kept[i]])
-        for i in range(b)
-    ]
+
+def non_max_suppression(
+    prediction: torch.Tensor,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+    *,
+    multi_label: bool = False,
+    max_nms: int = 30000,
+    block: int = 128,
+) -> list[Detections]:
+    """Greedy class-aware NMS of (B, N, 5 + nc) decoded predictions -> one ``Detections`` per image."""
+    _check_args(prediction, conf, iou, max_det)
+    prediction = prediction.detach().float()
+    boxes, scores, classes, valid = candidates(prediction, conf, multi_label=multi_label, max_nms=max_nms)
+    positions, n_kept = greedy_nms_positions(boxes, classes, valid, iou, max_det, block=block)
+    out = []
+    for i in range(scores.shape[0]):
+        kept = positions[i, : n_kept[i]]
+        out.append(Detections(boxes[i, kept], scores[i, kept], classes[i, kept]))
+    return out
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, *, block: int = 128) -> torch.Tensor:
+    """``torchvision.ops.nms``: indices (int64) of the boxes greedy NMS keeps, by descending score.
+
+    boxes (N, 4) xyxy, scores (N,); a box is dropped when its IoU with a kept higher-scoring box is
+    > ``iou_threshold``. Equal scores keep input order (stable sort, as torchvision's CPU kernel).
+    """
+    if boxes.dim() != 2 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:1]:
+        raise ValueError(f"nms: expected boxes (N, 4) and scores (N,), got {tuple(boxes.shape)} and "
+                         f"{tuple(scores.shape)}")
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    order = torch.sort(scores.detach(), descending=True, stable=True).indices
+    sorted_boxes = boxes.detach()[order][None]
+    same_class = torch.zeros(1, n, dtype=torch.long, device=boxes.device)
+    valid = torch.ones(1, n, dtype=torch.bool, device=boxes.device)
+    positions, n_kept = greedy_nms_positions(sorted_boxes, same_class, valid, iou_threshold, n, block=block)
+    return order[positions[0, : n_kept[0]]]
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """``torchvision.ops.batched_nms``: NMS within each category ``idxs``; kept indices by descending score.
+
+    As torchvision: up to 4,000 coordinates on CPU (100,000 on GPU) the boxes of category c are offset
+    by c * (max coordinate + 1) so that categories never overlap, and one NMS runs (the offsets change
+    IoUs by rounding, which torchvision's results carry too); above that, categories are compared
+    without offsets (torchvision's per-class loop, here the class-aware vectorised NMS).
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    if boxes.numel() <= (4000 if boxes.device.type == "cpu" else 100_000):
+        offsets = idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
+        return nms(boxes + offsets[:, None], scores, iou_threshold)
+    order = torch.sort(scores.detach(), descending=True, stable=True).indices
+    n = boxes.shape[0]
+    valid = torch.ones(1, n, dtype=torch.bool, device=boxes.device)
+    positions, n_kept = greedy_nms_positions(boxes.detach()[order][None], idxs[order][None], valid, iou_threshold, n)
+    # torchvision's loop returns the kept indices ascending, then sorted by score with the default
+    # (unstable) sort: the same call here orders equal scores as it does.
+    kept = order[positions[0, : n_kept[0]]].sort().values
+    return kept[scores[kept].sort(descending=True)[1]]
 
 
 def non_max_suppression_reference(
