@@ -13,6 +13,11 @@ narrow test size (64/128/256/512). The classifier (``avgpool``, ``fc``) is left 
 the stages only (torchvision's ``IntermediateLayerGetter`` drops them too), and the ImageNet loader
 reports the ``fc.*`` tensors it skips.
 
+``style="caffe"`` is MMDetection's caffe-style ResNet (its ``*_caffe`` configs, Detectron's ImageNet
+weights): the first block of each stage strides on its 1x1 ``conv1`` instead of the 3x3 ``conv2``; the
+parameters and keys are the same, only the computation moves (such weights also expect BGR 0-255 input
+minus the caffe mean, std 1: the family's input normalisation, not the backbone's).
+
 ``FrozenBatchNorm2d`` is torchvision's ``ops.misc.FrozenBatchNorm2d``: BatchNorm with fixed statistics
 and affine parameters held as buffers (no gradient, no ``num_batches_tracked``), the normalisation
 torchvision uses when a detector fine-tunes from ImageNet weights.
@@ -63,6 +68,7 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 NormLayer = Callable[[int], nn.Module]
+STYLES = ("pytorch", "caffe")
 
 
 class Bottleneck(nn.Module):
@@ -71,11 +77,14 @@ class Bottleneck(nn.Module):
     expansion = EXPANSION
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 norm_layer: NormLayer = FrozenBatchNorm2d) -> None:
+                 norm_layer: NormLayer = FrozenBatchNorm2d, style: str = "pytorch") -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        if style not in STYLES:
+            raise ValueError(f"ResNet style: expected one of {', '.join(STYLES)}, got {style!r}")
+        stride1, stride2 = (stride, 1) if style == "caffe" else (1, stride)
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride1, bias=False)
         self.bn1 = norm_layer(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride2, padding=1, bias=False)
         self.bn2 = norm_layer(planes)
         self.conv3 = nn.Conv2d(planes, planes * EXPANSION, 1, bias=False)
         self.bn3 = norm_layer(planes * EXPANSION)
@@ -98,8 +107,11 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, blocks: Sequence[int] = RESNET50_BLOCKS, *, base_width: int = 64,
-                 norm_layer: NormLayer = FrozenBatchNorm2d, num_stages: int = 4) -> None:
+                 norm_layer: NormLayer = FrozenBatchNorm2d, num_stages: int = 4, style: str = "pytorch") -> None:
         super().__init__()
+        if style not in STYLES:
+            raise ValueError(f"ResNet style: expected one of {', '.join(STYLES)}, got {style!r}")
+        self.style = style
         if base_width < 1:
             raise ValueError(f"base_width: expected >= 1, got {base_width}")
         if not 1 <= num_stages <= len(blocks):
@@ -131,9 +143,9 @@ class ResNet(nn.Module):
                 nn.Conv2d(self.inplanes, planes * EXPANSION, 1, stride=stride, bias=False),
                 norm_layer(planes * EXPANSION),
             )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample, norm_layer)]
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample, norm_layer, self.style)]
         self.inplanes = planes * EXPANSION
-        layers += [Bottleneck(self.inplanes, planes, norm_layer=norm_layer) for _ in range(1, blocks)]
+        layers += [Bottleneck(self.inplanes, planes, norm_layer=norm_layer, style=self.style) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     @property
@@ -150,6 +162,7 @@ class ResNet(nn.Module):
         return outputs
 
 
-def resnet50(*, base_width: int = 64, norm_layer: NormLayer = FrozenBatchNorm2d, num_stages: int = 4) -> ResNet:
+def resnet50(*, base_width: int = 64, norm_layer: NormLayer = FrozenBatchNorm2d, num_stages: int = 4,
+             style: str = "pytorch") -> ResNet:
     """ResNet-50's stages (torchvision names); ``base_width=16`` is the narrow test size."""
-    return ResNet(RESNET50_BLOCKS, base_width=base_width, norm_layer=norm_layer, num_stages=num_stages)
+    return ResNet(RESNET50_BLOCKS, base_width=base_width, norm_layer=norm_layer, num_stages=num_stages, style=style)

@@ -70,16 +70,17 @@ class BackboneWithFPN(nn.Module):
 
 def resnet_fpn_backbone(*, base_width: int = 64, fpn_channels: int = 256, returned_layers: Sequence[int] = (2, 3, 4),
                         extra_blocks: ExtraLevels | None = None, trainable_layers: int = 3,
-                        norm_layer: NormLayer = FrozenBatchNorm2d) -> BackboneWithFPN:
+                        norm_layer: NormLayer = FrozenBatchNorm2d, style: str = "pytorch") -> BackboneWithFPN:
     """ResNet-50 (``base_width`` 64; 16 for the narrow test size) + FPN, frozen as torchvision fine-tunes.
 
     ``extra_blocks=None`` means ``LastLevelMaxPool()``, torchvision's default; RetinaNet and FCOS pass
     ``LastLevelP6P7(fpn_channels, fpn_channels)``. The body stops at the last returned stage, as
-    torchvision's ``IntermediateLayerGetter`` does.
+    torchvision's ``IntermediateLayerGetter`` does. ``style="caffe"``: MMDetection's caffe-style ResNet
+    (``resnet.py``).
     """
     returned = tuple(returned_layers)
     if not returned or returned[-1] > 4:
         raise ValueError(f"returned_layers: expected stage numbers in 1..4, got {returned_layers}")
-    body = resnet50(base_width=base_width, norm_layer=norm_layer, num_stages=max(returned))
+    body = resnet50(base_width=base_width, norm_layer=norm_layer, num_stages=max(returned), style=style)
     freeze_resnet_layers(body, trainable_layers)
     return BackboneWithFPN(body, returned, fpn_channels, LastLevelMaxPool() if extra_blocks is None else extra_blocks)

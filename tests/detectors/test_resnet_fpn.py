@@ -157,3 +157,12 @@ def test_fpn_stays_trainable_and_bad_trainable_layers_are_refused():
         freeze_resnet_layers(net.body, 6)
     with torch.no_grad():
         assert math.isfinite(float(net(torch.rand(1, 3, 64, 64)).outputs[64].sum()))
+
+
+def test_caffe_style_strides_on_the_1x1_conv_with_the_same_keys():
+    pytorch, caffe = resnet50(base_width=16), resnet50(base_width=16, style="caffe")
+    assert list(pytorch.state_dict()) == list(caffe.state_dict())
+    assert caffe.layer2[0].conv1.stride == (2, 2) and caffe.layer2[0].conv2.stride == (1, 1)
+    assert caffe.layer1[0].conv1.stride == (1, 1) and caffe.layer2[1].conv1.stride == (1, 1)
+    with pytest.raises(ValueError, match="style"):
+        resnet50(style="tf")
