@@ -130,7 +130,7 @@ class ConvNeXt(nn.Module):
                for i in range(3)]
         )
         # Stochastic depth grows linearly over all blocks, 0 for the first (the official schedule).
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         first = [sum(depths[:i]) for i in range(4)]
         self.stages = nn.ModuleList(
             nn.Sequential(*(Block(dims[i], rates[first[i] + j], layer_scale_init) for j in range(depths[i])))

@@ -12,7 +12,12 @@ from typing import Any
 from detectors.api import DetectionLoss, Family, Recipe, TapSet
 from detectors.yolov5.taps import DEFAULT_TAPS, TAP_SETS
 
-SIZES = ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x")
+SIZES = ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x", "yolov5s_convnext")
+# Detector name -> (YOLOv5 size of the neck and head, backbone replacing CSPDarknet). Table 4 of the paper:
+# YOLOv5s with a ConvNeXt-T backbone (detectors/backbones/convnext.py; 1x1 Convs to the neck's channels).
+BACKBONE_VARIANTS = {"yolov5s_convnext": ("yolov5s", "convnext_tiny")}
+# Stochastic depth of the ConvNeXt backbone: ConvNeXt-T's ImageNet-1k setting (the paper gives none).
+CONVNEXT_DROP_PATH = 0.1
 
 # Ultralytics YOLOv5 v7.0 data/hyps/hyp.scratch-low.yaml and train.py (nominal batch 64, loss * batch),
 # except lrf 0.1 (cosine to lr0 * 0.1, the paper's section 4.1 setting; hyp.scratch-low has 0.01).
@@ -26,6 +31,11 @@ RECIPE = Recipe(
 def build_model(size: str, num_classes: int, taps: TapSet | None = None, **options: Any):
     from detectors.yolov5.model import YOLOv5
 
+    if size in BACKBONE_VARIANTS:
+        from detectors.backbones.convnext import build_convnext
+
+        size, variant = BACKBONE_VARIANTS[size]
+        options.setdefault("backbone", build_convnext(variant, drop_path_rate=CONVNEXT_DROP_PATH))
     return YOLOv5(size, num_classes, taps=taps, **options)
 
 
@@ -37,7 +47,8 @@ def build_loss(model: Any, cfg: Any) -> DetectionLoss:
 
 
 def load_weights(model: Any, path: Path):
-    """Ultralytics ``.pt`` checkpoints (restricted unpickler) and plain state dicts (``weights.py``)."""
+    """Ultralytics ``.pt`` checkpoints (restricted unpickler) and plain state dicts (``weights.py``); for
+    ``yolov5s_convnext`` also a ConvNeXt ImageNet checkpoint (official or timm names) into its backbone."""
     from detectors.yolov5.weights import load_weights as load
 
     return load(model, path)

@@ -70,7 +70,13 @@ class YOLOv5(nn.Module):
         *,
         anchors: tuple[tuple[float, ...], ...] = DEFAULT_ANCHORS,
         taps: TapSet | None = None,
+        backbone: nn.Module | None = None,
     ) -> None:
+        """``backbone``: None for YOLOv5's CSPDarknet (layers 0-9); otherwise a module mapping the images to
+        ``[C3, C4, C5]`` maps at strides 8/16/32, channels ``backbone.out_channels[stride]`` (e.g.
+        ``detectors.backbones.convnext.ConvNeXt``). It then replaces layers 0-9, which stay as parameterless
+        placeholders so that the neck and head keep Ultralytics' indices and keys (``model.10`` ... ``model.24``);
+        1x1 Convs (``backbone_proj.{0,1,2}``) bring its channels to the neck's where they differ."""
         super().__init__()
         if size not in SIZES:
             raise ValueError(f"unknown YOLOv5 size {size!r}: expected one of {', '.join(SIZES)}")
@@ -115,6 +121,14 @@ class YOLOv5(nn.Module):
             C3(ch(1024), ch(1024), n(3), shortcut=False),  # 23: 1024, /32 (P5 out)
             Detect(num_classes, (ch(256), ch(512), ch(1024)), anchors, self.strides),  # 24
         ]
+        self.backbone = backbone
+        if backbone is not None:
+            layers[:10] = [nn.Identity() for _ in range(10)]
+            neck_in = (ch(256), ch(512), ch(1024))  # what layers 4 / 6 / 9 would give the neck
+            self.backbone_proj = nn.ModuleList(
+                Conv(backbone.out_channels[s], c, 1, 1) if backbone.out_channels[s] != c else nn.Identity()
+                for s, c in zip(self.strides, neck_in, strict=True)
+            )
         # A ModuleList, not a Sequential: the graph is not a chain (see forward); the keys are the same.
         self.model = nn.ModuleList(layers)
 
@@ -150,12 +164,15 @@ class YOLOv5(nn.Module):
             # Otherwise the first Concat fails with a shape error far from the cause.
             raise ValueError(f"images: expected (B, 3, H, W) with H, W multiples of 32, got {tuple(images.shape)}")
         m = self.model
-        # Backbone (CSPDarknet); comments give the output stride.
-        x = m[1](m[0](images))  # /4
-        x = m[3](m[2](x))  # /8
-        p3 = m[4](x)  # /8
-        p4 = m[6](m[5](p3))  # /16
-        p5 = m[9](m[8](m[7](p4)))  # /32, after SPPF
+        if self.backbone is None:
+            # Backbone (CSPDarknet); comments give the output stride.
+            x = m[1](m[0](images))  # /4
+            x = m[3](m[2](x))  # /8
+            p3 = m[4](x)  # /8
+            p4 = m[6](m[5](p3))  # /16
+            p5 = m[9](m[8](m[7](p4)))  # /32, after SPPF
+        else:
+            p3, p4, p5 = (proj(f) for proj, f in zip(self.backbone_proj, self.backbone(images), strict=True))
         # Top-down path (FPN).
         f10 = m[10](p5)  # /32
         f11 = m[11](f10)  # /16
