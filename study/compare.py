@@ -232,38 +232,39 @@ def plan_compare(options: CompareOptions) -> ComparePlan:
 
 
 def method_costs(plan: ComparePlan) -> dict[tuple[str, str], MethodCost]:
-    """Per (backbone, method): the training-only modules' params and GFLOPs (``detectors.model_info``) and the
-    teacher's, one image at ``data.img_size``. Building each method here also checks it builds."""
+    """Per (backbone, method): the training-only modules' params and GFLOPs and the frozen teacher's, one
+    image at ``data.img_size`` (``detectors.model_info``'s counters, as ``mssd model info`` shows them).
+    Building each method here also checks that it builds for the backbone (a teacher at the student's
+    strides); a given teacher file is loaded once."""
     import torch
 
-    from detectors.distillation import build_distillation
-    from detectors.model_info import count_gflops, count_params, model_info
+    from detectors.comparators.teacher import check_teacher
+    from detectors.distillation import build_distillation_for
+    from detectors.model_info import count_distillation, count_gflops, count_params
     from detectors.zoo import build_detector_for
 
     torch.manual_seed(0)
-    img_size = plan.cfg.data.img_size
-    teacher_cost: tuple[int, float] | None = None
-    if plan.teacher is not None:
-        teacher = build_detector_for(parse_config(apply_params(config_to_dict(plan.cfg), {
-            "detector.name": plan.teacher.detector, "detector.weights": None})))
-        teacher_cost = count_params(teacher), count_gflops(teacher, img_size)
-    costs = {}
+    costs: dict[tuple[str, str], MethodCost] = {}
+    students: dict[str, Any] = {}
     for run in plan.runs:
         backbone, method_name = run.trial_id.split("-")[:2]
         if (backbone, method_name) in costs:
             continue
-        method = METHODS[method_name]
-        model = build_detector_for(run.cfg)
+        method, detector = METHODS[method_name], run.cfg.detector.name
+        if detector not in students:  # one student per backbone: building a method leaves it as it is
+            students[detector] = build_detector_for(run.cfg)
         try:
-            distillation = build_distillation(run.cfg.losses, model)
-            info = model_info(model, name=run.cfg.detector.name, num_classes=run.cfg.num_classes, img_size=img_size,
-                              distillation=distillation)
+            distillation = build_distillation_for(run.cfg, students[detector], load_teacher=False)
+            parts = count_distillation(students[detector], distillation, run.cfg.data.img_size)
         except MSSDError as exc:
-            raise ConfigError(f"--methods {method.name} with {run.cfg.detector.name}: {exc}") from None
-        teacher_params, teacher_gflops = teacher_cost if method.teacher and teacher_cost else (0, 0.0)
+            raise ConfigError(f"--methods {method.name} with {detector}: {exc}") from None
+        teacher = getattr(distillation, "teacher", None)
         costs[(backbone, method_name)] = MethodCost(
-            info.training_params, info.training_gflops, plan.teacher.detector if method.teacher else None,
-            teacher_params, teacher_gflops)
+            sum(p.params for p in parts.values()), sum(p.gflops for p in parts.values()),
+            teacher.name if teacher is not None else None, count_params(teacher) if teacher is not None else 0,
+            count_gflops(teacher.model, run.cfg.data.img_size) if teacher is not None else 0.0)
+    if plan.teacher is not None and plan.teacher.train_cfg is None:
+        check_teacher(next(r.cfg for r in plan.runs if METHODS[r.trial_id.split("-")[1]].teacher))
     return costs
 
 

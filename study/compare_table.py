@@ -103,7 +103,7 @@ def format_markdown(rows: list[CompareRow], context: Sequence[str] = ()) -> str:
              "| " + " | ".join("---" for _ in header) + " |"]
     for r in rows:
         teacher = r.cost.teacher or "N/A"
-        gflops = _num(r.extra_gflops, 3) + (f" (teacher {r.cost.teacher_gflops:.3f})" if r.cost.teacher else "")
+        gflops = _num(r.extra_gflops, 4) + (f" (teacher {r.cost.teacher_gflops:.4f})" if r.cost.teacher else "")
         cells = [r.backbone, r.detector, r.method, teacher, f"{r.runs}" + (f" (+{r.failed} failed)" if r.failed else ""),
                  *(format_pct(r.metrics[k]) for k, _ in METRICS[:2]), _delta(r, rows),
                  f"{r.cost.training_params / 1e6:.3f}", gflops, _num(r.step_time_ratio, 2)]

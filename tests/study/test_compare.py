@@ -102,8 +102,8 @@ def test_outputs_are_markdown_csv_and_a_png(tmp_path):
     md, csv_path, png = write_outputs(rows, tmp_path / "out", ["**title**"])
     text = md.read_text()
     assert text.startswith("**title**\n")
-    assert "| cspdarknet | yolov5n | baseline | N/A | 2 | 10.50 ± 0.71 | 21.00 ± 1.41 | +0.00 | 0.000 | 0.000 | 1.00 |" in text
-    assert "| cspdarknet | yolov5n | kd | yolov5s | 2 | 20.50 ± 0.71 | 41.00 ± 1.41 | +10.00 | 0.003 | 1.254 (teacher 1.250) | 2.00 |" in text
+    assert "| cspdarknet | yolov5n | baseline | N/A | 2 | 10.50 ± 0.71 | 21.00 ± 1.41 | +0.00 | 0.000 | 0.0000 | 1.00 |" in text
+    assert "| cspdarknet | yolov5n | kd | yolov5s | 2 | 20.50 ± 0.71 | 41.00 ± 1.41 | +10.00 | 0.003 | 1.2540 (teacher 1.2500) | 2.00 |" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(csv_path) as f:
         table = list(csv.DictReader(f))
