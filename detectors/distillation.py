@@ -45,6 +45,8 @@ The distillation module is deliberately *not* a submodule of the detector: the d
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -165,12 +167,27 @@ def build_distillation_for(cfg: RunConfig, model: nn.Module, *, load_teacher: bo
     """``build_distillation`` for a run: the teacher built (and loaded, unless ``load_teacher`` is false)
     from ``distill.teacher`` when ``losses.method`` needs one, and the family's loss for the comparators."""
     from detectors.comparators.teacher import build_teacher
+
+    return build_distillation(cfg.losses, model, teacher=build_teacher(cfg, load_weights=load_teacher),
+                              img_size=cfg.data.img_size, build_loss=functools.partial(per_image_loss, cfg))
+
+
+def per_image_loss(cfg: RunConfig, model: nn.Module, **gains: float) -> Any:
+    """The family's detection loss for ``model`` as ``loss(output, targets) -> (L_gt per image, items)``:
+    the backpropagated loss divided by the batch when the family scales it so, still carrying the graph.
+    ``gains`` replace fields of ``losses.gt`` (e.g. ``obj=0.0, cls=0.0`` for the regression part alone)."""
     from detectors.zoo import family_of
 
     family = family_of(cfg.detector.name)
-    return build_distillation(cfg.losses, model, teacher=build_teacher(cfg, load_weights=load_teacher),
-                              img_size=cfg.data.img_size,
-                              build_loss=lambda m: family.build_loss(m, cfg))
+    run = dataclasses.replace(cfg, losses=dataclasses.replace(cfg.losses, gt=dataclasses.replace(cfg.losses.gt, **gains)))
+    loss_fn = family.build_loss(model, run)
+
+    def loss(output: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        total, items = loss_fn(output, targets)
+        batch = next(iter(_head_inputs(output).values())).shape[0] if family.recipe.loss_scaled_by_batch else 1
+        return total / batch, items
+
+    return loss
 
 
 def build_distillation(losses_cfg: LossesConfig, model: nn.Module, *, teacher: nn.Module | None = None,

@@ -43,8 +43,10 @@ class ComparatorContext:
     ``model``: the student detector (``detectors.api.Detector``: ``strides``, ``head_input_channels``,
     ``tap_channels``, ``num_classes``); ``teacher``: the ``FrozenTeacher`` (its ``head_input_channels``,
     ``strides``) or ``None`` for a teacher-free method; ``img_size``: ``data.img_size`` when known;
-    ``build_loss``: the student family's ``build_loss(model)`` (a ``DetectionLoss`` on any model of the
-    family with the run's gains), or ``None`` when the builder is called without a run config.
+    ``build_loss``: ``build_loss(model, **gains) -> loss``, the student family's detection loss for
+    ``model`` with the run's ``losses.gt`` gains (``gains`` override some, e.g. ``obj=0.0``), where
+    ``loss(output, targets) -> (L per image, carrying the graph; items)``; ``None`` when the builder is
+    called without a run config.
     """
 
     model: nn.Module
