@@ -47,7 +47,7 @@ from study.study_files import (
 from study.train_plan import check_data
 from study.tune.console import ray_output, reporting
 from study.tune.mlflow_callback import TRACKERS, MLflowCallback
-from study.tune.options import StudyOptions, StudySummary
+from study.tune.options import StudyOptions, StudySummary, check_local_gpus
 from study.tune.ray_runtime import check_storage, init_ray
 from study.tune.results import backfill, trial_status
 from study.tune.searcher import build_param_space, build_searcher
@@ -114,6 +114,7 @@ def run_study(options: StudyOptions) -> StudySummary:
     if meta:  # a resumed study: only the store next to it (never the original of a moved copy)
         check_store_placement(uri, options.workdir, meta)
     address = options.ray_address
+    check_local_gpus(options.gpus_per_trial, address.text)
     address.check_client_mode(uri, options.storage)
     _check_data(base, address)
     address.check_reachable()

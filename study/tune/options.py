@@ -48,8 +48,7 @@ class StudyOptions:
         _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
         if not self.cpus_per_trial > 0:
             raise ConfigError(f"--cpus-per-trial: expected a number > 0, got {self.cpus_per_trial}")
-        if self.gpus_per_trial < 0:
-            raise ConfigError(f"--gpus-per-trial: expected a number >= 0, got {self.gpus_per_trial}")
+        check_gpus_per_trial(self.gpus_per_trial)
         if not self.reduction_factor > 1:
             raise ConfigError(f"--reduction-factor: expected a number > 1, got {self.reduction_factor}")
         if self.mode not in ("max", "min"):
@@ -62,6 +61,26 @@ class StudyOptions:
     def to_json(self) -> dict:
         """What ``study.json`` records (``--resume`` rebuilds the options from it)."""
         return {k: v for k, v in asdict(self).items() if k != "ray_address"}
+
+
+def check_gpus_per_trial(gpus: float) -> None:
+    """``--gpus-per-trial``: >= 0, a fraction below 1 or a whole number (what Ray can schedule)."""
+    if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        raise ConfigError(f"--gpus-per-trial: expected 0, a fraction below 1 (0.5, 0.25: trials sharing a GPU) or "
+                          f"a whole number, got {gpus:g}")
+
+
+def check_local_gpus(gpus: float, address: str | None, *, cuda_available: bool | None = None) -> None:
+    """On the local Ray (no ``address``), GPU trials only where this machine has a CUDA GPU: otherwise every
+    trial would wait for a GPU forever. ``cuda_available`` None: ask torch."""
+    if gpus > 0 and not address:
+        if cuda_available is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+        if not cuda_available:
+            raise ConfigError(f"--gpus-per-trial {gpus:g}: this machine has no CUDA GPU for the local Ray, so no "
+                              "trial could start; pass 0 (CPU trials) or --address of a cluster with GPUs")
 
 
 def _at_least(flag: str, value: int | None, low: int) -> None:

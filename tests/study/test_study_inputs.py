@@ -66,3 +66,31 @@ def test_a_truncated_latest_checkpoint_restores_from_the_previous_complete_one(t
     local = tmp_path / "local"
     assert trainable.restore_checkpoint(checkpoint, local) == 1
     assert torch.load(local / "last.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("gpus", [-0.5, 1.5])
+def test_gpus_per_trial_ray_cannot_schedule_is_refused_in_one_line(tmp_path, gpus):
+    with pytest.raises(ConfigError, match=r"--gpus-per-trial: expected 0, a fraction below 1") as info:
+        StudyOptions(config=str(REPO / "configs" / "smoke.yaml"), space=str(SPACES / "mssd.yaml"),
+                     gpus_per_trial=gpus, workdir=str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_gpu_trials_on_a_local_ray_without_a_gpu_are_refused_before_anything_is_written(tmp_path):
+    from study.tune.options import check_local_gpus
+
+    check_local_gpus(0.5, None, cuda_available=True)  # a GPU machine: fine
+    check_local_gpus(0.5, "10.0.0.1:6379", cuda_available=False)  # a cluster's GPUs: Ray decides
+    check_local_gpus(0.0, None, cuda_available=False)
+    with pytest.raises(ConfigError, match=r"--gpus-per-trial 0.25: this machine has no CUDA GPU"):
+        check_local_gpus(0.25, None, cuda_available=False)
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal below cannot be produced")
+    workdir = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=r"no CUDA GPU for the local Ray") as info:
+        run_study(StudyOptions(config=str(REPO / "configs" / "smoke.yaml"), space=str(SPACES / "mssd.yaml"),
+                               gpus_per_trial=0.5, workdir=str(workdir)))
+    assert "\n" not in str(info.value)
+    assert not workdir.exists()
