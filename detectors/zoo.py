@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from detectors.api import Family, TapSet
 from detectors.errors import ConfigError
+from detectors.fcos.family import FAMILY as FCOS
 from detectors.yolov5.family import FAMILY as YOLOV5
 from detectors.yolox.family import FAMILY as YOLOX
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, Family] = {
     YOLOV5.name: YOLOV5,
     YOLOX.name: YOLOX,
+    FCOS.name: FCOS,
 }
 
 # Detector name -> its family (``yolov5s`` -> YOLOv5), in table order.
