@@ -116,3 +116,17 @@ def test_mmdetection_checkpoints_load_into_the_mmdet2_layout_by_name(tmp_path):
     with pytest.raises(WeightsError, match=re.escape("missing from the file, first "
                                                      "'head.classification_head.conv.0.bias'")):
         load_weights(FCOS("fcos_tiny", 80), path)
+
+
+def test_an_imagenet_resnet_checkpoint_goes_into_the_body_only(tmp_path):
+    model = FCOS("fcos_tiny", 3)
+    resnet = {k[len("backbone.body."):]: torch.randn(v.shape) for k, v in model.state_dict().items()
+              if k.startswith("backbone.body.")}
+    resnet.update({"fc.weight": torch.randn(1000, 512), "fc.bias": torch.randn(1000)})
+    path = tmp_path / "resnet50-11ad3fa6.pth"
+    torch.save(resnet, path)
+    head_before = model.head.classification_head.conv[0].weight.detach().clone()
+    report = load_weights(model, path)
+    assert report.skipped == ["fc.weight", "fc.bias"] and len(report.loaded) == len(resnet) - 2
+    assert torch.equal(model.backbone.body.layer4[2].conv3.weight, resnet["layer4.2.conv3.weight"])
+    assert torch.equal(model.head.classification_head.conv[0].weight, head_before)
