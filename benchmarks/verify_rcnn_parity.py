@@ -22,7 +22,8 @@ torchvision is the oracle only: our code (``detectors.rcnn``) runs on torch alon
    loss_rpn_box_reg, loss_classifier, loss_box_reg vs our rpn_obj, rpn_box, cls, box.
 5. Counts at K = 3, 640 x 640 for fasterrcnn_resnet50_fpn and cascadercnn_resnet50_fpn, in two
    conventions: ours (``detectors.model_info``: every parameter; 2 x multiply-accumulates of one eval
-   forward, the RoI heads on the proposals the RPN keeps for a zero image) and MMDetection 2.x's
+   forward, the RoI heads on the proposals the RPN keeps for a zero image, which depends on the weights:
+   ``mssd model info``'s figure) and MMDetection 2.x's
    ``tools/analysis_tools/get_flops.py`` (mmcv's ``get_model_complexity_info``: parameters with
    ``requires_grad``, i.e. without conv1 / layer1 (``frozen_stages=1``) but with the BatchNorm affine
    terms of layers 2-4 that our FrozenBatchNorm2d holds as buffers, and Faster R-CNN's class-specific
@@ -184,10 +185,14 @@ def counts(img: int = 640, classes: int = 3) -> None:
 
     print(f"5. counts at {classes} classes, {img} x {img}:")
     for name, (paper_m, paper_g) in PAPER.items():
-        model = TwoStageDetector(name, classes)
+        torch.manual_seed(0)
+        model = TwoStageDetector(name, classes).eval()
+        with torch.no_grad():
+            kept = len(model(torch.zeros(1, 3, img, img)).head.proposals[0])
         print(f"   {name}: ours {count_params(model) / 1e6:.2f} M params, {count_gflops(model, img):.2f} GFLOPs "
-              f"(2 x MACs); MMDetection convention {mmdet_params(model) / 1e6:.2f} M, {mmdet_gmacs(model, img):.2f} "
-              f"G (MACs); paper {paper_m} M / {paper_g} G")
+              f"(2 x MACs, RoI heads on the {kept} proposals the RPN keeps for a zero image at this init); "
+              f"MMDetection convention {mmdet_params(model) / 1e6:.2f} M, {mmdet_gmacs(model, img):.2f} G (MACs, 1000 "
+              f"RoIs); paper {paper_m} M / {paper_g} G")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from detectors.api import Family, TapSet
 from detectors.errors import ConfigError
 from detectors.fcos.family import FAMILY as FCOS
+from detectors.rcnn.family import CASCADE_RCNN, FASTER_RCNN
 from detectors.yolov5.family import FAMILY as YOLOV5
 from detectors.yolox.family import FAMILY as YOLOX
 
@@ -22,6 +23,8 @@ FAMILIES: dict[str, Family] = {
     YOLOV5.name: YOLOV5,
     YOLOX.name: YOLOX,
     FCOS.name: FCOS,
+    FASTER_RCNN.name: FASTER_RCNN,
+    CASCADE_RCNN.name: CASCADE_RCNN,
 }
 
 # Detector name -> its family (``yolov5s`` -> YOLOv5), in table order.
