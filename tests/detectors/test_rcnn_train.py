@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains and starts MLflow
+
 REPO = Path(__file__).resolve().parents[2]
 GT_TERMS = ("loss/gt/rpn_obj", "loss/gt/rpn_box", "loss/gt/cls", "loss/gt/box")
 
