@@ -217,3 +217,31 @@ def test_mmdetection_cascade_checkpoints_import_through_the_key_map(tmp_path):
         load_weights(model, path)
     with pytest.raises(WeightsError, match="only Cascade R-CNN"):
         load_weights(TwoStageDetector("fasterrcnn_tiny", 3), path)
+
+
+@torch.no_grad()
+def test_cascade_inference_averages_the_stages_logits_and_takes_the_last_stages_box(tiny):
+    model = tiny["cascadercnn_tiny"].eval()
+    heads = model.roi_heads
+    biases = ([0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0])
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        for stage, bias in enumerate(biases):
+            predictor = heads.box_predictor[stage]
+            predictor.cls_score.weight.zero_()
+            predictor.cls_score.bias.copy_(torch.tensor(bias))
+            predictor.bbox_pred.weight.zero_()
+            predictor.bbox_pred.bias.zero_()
+        # the last stage moves every box right by 0.1 of its width: dx = 0.1 x its coder weight 30
+        heads.box_predictor[2].bbox_pred.bias.copy_(torch.tensor([3.0, 0.0, 0.0, 0.0]))
+        head = model(torch.rand(1, 3, 64, 64)).head
+    finally:
+        model.load_state_dict(saved)
+    p = head.predictions
+    # softmax of the mean logits [0, 1, 0, 1] (averaging probabilities would give other numbers)
+    e = math.e
+    assert torch.allclose(p.probabilities[0], torch.tensor([1, e, 1, e]) / (2 + 2 * e))
+    proposals = head.proposals[0]  # stages 1 and 2 regress nothing: the last stage pools the proposals
+    width = proposals[:, 2] - proposals[:, 0]
+    expected = proposals + torch.stack((width, 0 * width, width, 0 * width), 1) * 0.1
+    assert torch.allclose(p.boxes[:, 0], expected, atol=1e-4) and torch.equal(p.boxes[:, 1], p.boxes[:, 3])
