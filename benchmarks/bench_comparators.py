@@ -97,8 +97,8 @@ def main() -> int:
 
             steps[method] = step
             info[method] = {"saved": saved_bytes(step), "teacher_params": 0, "times": []}
-            if dist.teacher is not None:
-                teacher = dist.teacher
+            teacher = getattr(dist, "teacher", None)  # MSSD's Distillation has none
+            if teacher is not None:
                 info[method]["teacher_params"] = sum(p.numel() * p.element_size() for p in teacher.parameters())
                 teacher_forward = teacher_forward or (lambda teacher=teacher, images=images: teacher(images))
         teacher_times: list[float] = []

@@ -60,6 +60,8 @@ def _absolute_paths(cfg: RunConfig) -> RunConfig:
     data["data"]["root"] = str(Path(data["data"]["root"]).resolve())
     if data["detector"].get("weights"):
         data["detector"]["weights"] = str(Path(data["detector"]["weights"]).resolve())
+    if data["distill"]["teacher"].get("weights"):  # the frozen teacher of kd / fgfi / defeat
+        data["distill"]["teacher"]["weights"] = str(Path(data["distill"]["teacher"]["weights"]).resolve())
     return parse_config(data)
 
 

@@ -130,19 +130,18 @@ def test_a_non_finite_method_term_fails_the_run_naming_it(teacher_file, data_roo
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
 
 
-def test_model_info_counts_each_method_apart_and_lists_the_teacher(teacher_file):
+def test_model_info_counts_each_method_apart_and_lists_the_teacher():
     model = build_detector("yolov5n", num_classes=3)
-    counts = {}
-    for method in ("kd", "fgfi", "defeat"):
-        cfg = run_config(method, None)  # no file needed: model info builds the teacher's architecture only
-        info = model_info(model, name="yolov5n", num_classes=3, img_size=64,
-                          distillation=build_distillation_for(cfg, model, load_teacher=False))
-        assert list(info.training_parts) == [method]
-        counts[method] = info.training_parts[method].params
-        assert info.teacher.params == info.params  # a yolov5n teacher: the student's size
-        assert "frozen teacher yolov5n" in format_model_info(info)
-    # 1x1 hint adapters (64, 128, 256 channels) vs 3x3 adapters for FGFI and DeFeat
-    assert counts["kd"] == sum(c * c + c for c in (64, 128, 256))
+    # no file needed: model info builds the teacher's architecture only
+    kd = build_distillation_for(run_config("kd", None), model, load_teacher=False)
+    info = model_info(model, name="yolov5n", num_classes=3, img_size=64, distillation=kd)
+    assert list(info.training_parts) == ["kd"] and info.training_params == kd.count_parameters()["total"]
+    assert info.teacher.params == info.params and info.teacher.gflops == pytest.approx(info.gflops)  # yolov5n
+    assert "frozen teacher yolov5n" in format_model_info(info)
+    counts = {m: build_distillation_for(run_config(m, None), model, load_teacher=False).count_parameters()[m]
+              for m in ("fgfi", "defeat")}
+    # 1x1 hint adapters (64, 128, 256 channels) for KD, 3x3 adapters for FGFI and DeFeat
+    assert info.training_params == sum(c * c + c for c in (64, 128, 256))
     assert counts["fgfi"] == counts["defeat"] == sum(9 * c * c + c for c in (64, 128, 256))
 
 
