@@ -237,7 +237,24 @@ class DeFeatConfig:
 @dataclass
 class LGDConfig:
     """LGD, Zhang et al. 2022 (losses/lgd.py, detectors/comparators/lgd.py): teacher-free label-guided
-    self-distillation. Fields are added by its implementation."""
+    self-distillation. Defaults: megvii-research/LGD's configs (names in comments)."""
+
+    weight: float = _rule(1.0, ge=0.0)  # lambda of the distillation MSE (MODEL.DISTILLATOR.LAMBDA)
+    teacher_weight: float = _rule(1.0, ge=0.0)  # the teacher map's detection loss (their losses_tea, weight 1)
+    hidden_dim: int = _rule(256, ge=8)  # D: label embeddings and interaction (their FPN width, 256)
+    heads: int = _rule(8, ge=1)  # attention heads (TEACHER.NR_TRANSFORMER_HEADS); must divide hidden_dim
+    # Who queries in the relation adapter (TEACHER.INTERACT_PATTERN stuGuided / labelGuided).
+    interaction: str = _rule("student_guided", choices=("student_guided", "label_guided"))
+    context_box: bool = False  # a whole-image box per image (TEACHER.ADD_CONTEXT_BOX; their RetinaNet: true)
+    detach_appearance: bool = False  # no teacher gradient into the student's maps (DETACH_APPEARANCE_EMBED)
+    adapter_convs: int = _rule(3, ge=1)  # 3x3 convs of the distillation adapter (SequentialConvs: 3)
+    # The first floor(fraction * epochs) epochs detach the student's side (PRE_NONDISTILL_ITERS 30k of 180k).
+    pre_distill_fraction: float = _rule(1 / 6, ge=0.0, lt=1.0)
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim % self.heads:
+            raise ConfigError(f"losses.lgd.heads: must divide losses.lgd.hidden_dim {self.hidden_dim}, "
+                              f"got {self.heads}")
 
 
 @dataclass

@@ -190,6 +190,12 @@ class YOLOv5(nn.Module):
         students = {s: feats[st] for s, (_teacher, st) in self.tap_layers.items()}
         return DetectorOutput(head_maps, teachers, students, {8: out8, 16: out16, 32: out32})
 
+    def forward_head(self, head_inputs: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        """The Detect head on other maps shaped like ``head_inputs`` (``{stride: (B, C, H, W)}``): the raw
+        per-level maps, as ``forward(images).head``. LGD (``detectors/comparators/lgd.py``) runs it on its
+        label-guided teacher maps."""
+        return self.detect([head_inputs[s] for s in self.strides])
+
     def inference_raw(self, images: torch.Tensor) -> torch.Tensor:
         """(B, N, 5 + nc): xywh in input pixels, sigmoid objectness and class scores (Ultralytics' order).
 
