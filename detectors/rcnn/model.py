@@ -42,7 +42,7 @@ from detectors.rcnn.cascade_heads import CascadeRoIHeads
 from detectors.rcnn.postprocess import postprocess_image
 from detectors.rcnn.roi_heads import RoIHeads, RoIPredictions
 from detectors.rcnn.rpn import build_rpn
-from detectors.rcnn.taps import DEFAULT_TAPS, HEAD_STRIDES, MERGED, TAP_SETS, TAP_STRIDES
+from detectors.rcnn.taps import DEFAULT_TAPS, HEAD_STRIDES, MERGED, OUTPUT, TAP_SETS, TAP_STRIDES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -138,7 +138,7 @@ class TwoStageDetector(nn.Module):
         proposals = [p.detach() for p in rpn_output.proposals]
         predictions = None if self.training else self.roi_heads.predictions(features, proposals, image_size)
         head = RCNNHead(features, image_size, rpn_output, proposals, predictions)
-        by_name = {MERGED: maps.merged, "output": maps.outputs}
+        by_name = {MERGED: maps.merged, OUTPUT: maps.outputs}
         teachers = {p.stride: by_name[p.teacher][p.stride] for p in self.taps.pairs}
         students = {p.stride: by_name[p.student][p.stride] for p in self.taps.pairs}
         return DetectorOutput(head, teachers, students, {s: maps.outputs[s] for s in HEAD_STRIDES})
@@ -149,7 +149,7 @@ class TwoStageDetector(nn.Module):
         """Per image: boxes (D, 4) xyxy input px, scores (D,), classes (D,) in 0..K-1 (torchvision's
         ``postprocess_detections`` with score > ``conf``, class-wise NMS at ``iou``, ``max_det`` kept).
 
-        Always in eval mode (the RPN's test settings: 1000 proposals per image), restoring the caller's mode."""
+        Always in eval mode (the RPN's test top-n: 1000 proposals per image), restoring the caller's mode."""
         was_training = self.training
         self.eval()
         try:
@@ -172,6 +172,6 @@ def _top_n(values: tuple[int, int]) -> dict[str, int]:
 
 def _check_taps(taps: TapSet) -> None:
     for pair in taps.pairs:
-        if pair.stride not in TAP_STRIDES or {pair.teacher, pair.student} - {MERGED, "output"}:
+        if pair.stride not in TAP_STRIDES or {pair.teacher, pair.student} - {MERGED, OUTPUT}:
             raise ValueError(f"taps {taps.name}: expected pairs of 'merged'/'output' maps at strides {TAP_STRIDES}, "
                              f"got {pair}")
