@@ -5,6 +5,9 @@
   class-count change the class-dependent predictor layers ``roi_heads.box_predictor[.i].cls_score`` /
   ``bbox_pred`` are skipped (they keep their fresh initialisation) and reported. Any other missing,
   extra or differently shaped tensor is one ``WeightsError`` line naming the file and the first such key.
+- torchvision's ImageNet ``resnet50`` (``resnet50-0676ba61.pth``, its ``weights_backbone``: how its
+  detection recipe starts when no detector checkpoint is used): into the ResNet only; FPN, RPN and RoI
+  heads keep their initialisation, the classifier tensors are reported as skipped.
 - MMDetection's Cascade R-CNN checkpoints (``{"meta", "state_dict"}``, keys ``backbone.*``, ``neck.*``,
   ``rpn_head.*``, ``roi_head.bbox_head.{i}.*``) go through ``mmdet_keys.py``'s key map first.
 """
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
-from detectors.backbones.resnet_weights import load_state_strict
+from detectors.backbones.resnet_weights import load_imagenet_resnet50, load_state_strict
 from detectors.rcnn.mmdet_keys import is_mmdet_layout, mmdet_to_torchvision
 from detectors.weights import LoadReport, read_state_dict
 
@@ -26,6 +29,8 @@ CLASS_DEPENDENT = re.compile(r"^roi_heads\.box_predictor\.(\d+\.)?(cls_score|bbo
 def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     """Copy the weights of ``path`` into a ``TwoStageDetector``; see the module docstring."""
     state, source, names = read_state_dict(path)
+    if "conv1.weight" in state and "fc.weight" in state:  # torchvision's ImageNet resnet50 (weights_backbone)
+        return load_imagenet_resnet50(model.backbone.body, path)
     if is_mmdet_layout(state):
         state = mmdet_to_torchvision(state, path, cascade=bool(getattr(model, "cascade", False)))
         source = "mmdetection"

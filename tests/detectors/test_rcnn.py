@@ -245,3 +245,15 @@ def test_cascade_inference_averages_the_stages_logits_and_takes_the_last_stages_
     width = proposals[:, 2] - proposals[:, 0]
     expected = proposals + torch.stack((width, 0 * width, width, 0 * width), 1) * 0.1
     assert torch.allclose(p.boxes[:, 0], expected, atol=1e-4) and torch.equal(p.boxes[:, 1], p.boxes[:, 3])
+
+
+def test_an_imagenet_resnet50_checkpoint_goes_into_the_backbone_only(tmp_path):
+    model = TwoStageDetector("fasterrcnn_tiny", 3)
+    body = {k: torch.randn(v.shape) if v.is_floating_point() else v for k, v in model.backbone.body.state_dict().items()}
+    path = tmp_path / "resnet50-tiny.pth"
+    torch.save({**body, "fc.weight": torch.zeros(10, 512), "fc.bias": torch.zeros(10)}, path)
+    fc6 = model.roi_heads.box_head.fc6.weight.clone()
+    report = load_weights(model, path)
+    assert sorted(report.skipped) == ["fc.bias", "fc.weight"]
+    assert torch.equal(model.backbone.body.layer3[1].conv2.weight, body["layer3.1.conv2.weight"])
+    assert torch.equal(model.roi_heads.box_head.fc6.weight, fc6)
