@@ -13,7 +13,8 @@ Checks:
    outside the map (some inverted), sampling ratios -1/0/1/2/3, aligned or not, several scales, float64
    and float32: forward outputs must be bit-identical; gradients w.r.t. the map agree to rounding (the
    additions happen in another order). For contrast, torchvision's own pure-Python fallback
-   (``torchvision.ops.roi_align._roi_align``) is measured against its kernel on the same boxes.
+   (``torchvision.ops.roi_align._roi_align``) is measured against its kernel on the first 16 boxes (it
+   materialises a (K, C, PH, PW, H, W) tensor when sampling adaptively: 2,000 boxes would need ~20 GB).
 2. ``MultiScaleRoIAlign`` vs ``torchvision.ops.MultiScaleRoIAlign`` on FPN levels of an 800 x 1216 batch
    (strides 4..32, the "pool" level present and ignored): bit-identical, with stride-keyed and named levels.
 3. RPN vs ``fasterrcnn_resnet50_fpn(weights=None).rpn`` with the same weights (state-dict keys compared),
@@ -43,6 +44,7 @@ from detectors.ops.multiscale_roi_align import MultiScaleRoIAlign  # noqa: E402
 from detectors.ops.roi_align import roi_align  # noqa: E402
 
 FAILURES: list[str] = []
+FALLBACK_ROIS = 16
 
 
 def report(name: str, ok: bool, detail: str) -> None:
@@ -78,8 +80,9 @@ def check_roi_align(quick: bool) -> None:
                     ref = tv_roi_align(x, rois, (7, 5), scale, sampling_ratio, aligned)
                     total += 1
                     equal += int(torch.equal(ours, ref))
-                    fb = tv_python_fallback(x, rois, scale, 7, 5, sampling_ratio, aligned)
-                    fallback_worst = max(fallback_worst, (fb - ref).abs().max().item())
+                    # the fallback materialises (K, C, PH, PW, H, W) when adaptive: a few RoIs only
+                    fb = tv_python_fallback(x, rois[:FALLBACK_ROIS], scale, 7, 5, sampling_ratio, aligned)
+                    fallback_worst = max(fallback_worst, (fb - ref[:FALLBACK_ROIS]).abs().max().item())
                     if sampling_ratio in (-1, 2):
                         xg = x.clone().requires_grad_(True)
                         w = torch.randn(ref.shape, generator=g, dtype=torch.float64).to(dtype)
@@ -103,7 +106,7 @@ def check_roi_align(quick: bool) -> None:
             f"roi_align backward {name}", worst_grad < tol, f"max |grad diff| / max |grad| = {worst_grad:.2e}"
         )
         print(
-            f"     (torchvision's pure-Python fallback vs its own kernel, same boxes: max |diff| {fallback_worst:.3g})"
+            f"     (torchvision's pure-Python fallback vs its own kernel, first {FALLBACK_ROIS} boxes: max |diff| {fallback_worst:.3g})"
         )
 
 
