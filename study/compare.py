@@ -281,8 +281,14 @@ class _EpochLine:
         print(f"{self.label}: epoch {epoch}/{trainer.cfg.train.epochs}  {shown}", flush=True)
 
 
-def train_teacher(plan: ComparePlan, parent_run_id: str, workdir: str) -> Path:
-    """Train the planned teacher as a child run of the study's parent run; its best (else last) checkpoint."""
+def train_teacher(plan: ComparePlan, parent_run_id: str, workdir: str, threads: int | None = None) -> Path:
+    """Train the planned teacher as a child run of the study's parent run; its best (else last) checkpoint.
+
+    ``threads``: torch's intra-op threads while it trains, as a Ray trial gets one per reserved CPU
+    (``study.tune.trainable``); on a loaded CPU, more threads than free cores make every step wait.
+    """
+    import torch
+
     from detectors.engine.trainer import fit
     from study.run_results import RunResults
 
@@ -297,11 +303,15 @@ def train_teacher(plan: ComparePlan, parent_run_id: str, workdir: str) -> Path:
                                 tags={"mssd.role": "teacher", "mssd.study": plan.name, "mssd.status": "teacher",
                                       "mlflow.parentRunId": parent_run_id})
     results = RunResults(run_dir, on_written=lambda paths: [logger.log_file(p) for p in paths])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
     try:
         fit(cfg, run_dir, callbacks=[logger, results, _EpochLine(f"teacher {teacher.detector}")])
     except BaseException as exc:
         logger.close("FAILED", f"{type(exc).__name__}: {exc}", timeout=60)
         raise
+    finally:
+        torch.set_num_threads(before)
     logger.close("FINISHED")
     best = run_dir / "checkpoints" / "best.pt"
     return best if best.is_file() else run_dir / "checkpoints" / "last.pt"
@@ -323,7 +333,9 @@ def run_compare(options: CompareOptions) -> CompareResult:
     overrides = list(options.overrides)
     try:
         if plan.teacher is not None and plan.teacher.train_cfg is not None:
-            teacher_weights = train_teacher(plan, tracker.parent_run_id, options.workdir)
+            # The students' threads: one per reserved CPU on Ray, torch's default in this process (local).
+            threads = max(1, int(options.grid.cpus_per_trial)) if plan.backend == "ray" else None
+            teacher_weights = train_teacher(plan, tracker.parent_run_id, options.workdir, threads)
         if teacher_weights is not None:
             overrides.append(f"{TEACHER_KEYS[1]}={teacher_weights}")
         runs = plan.runs
