@@ -20,9 +20,10 @@ Checks (exit status 1 if any fails):
 3. FPN maps: their ``backbone`` on their normalised images vs our P3-P7 (and our merged maps against a
    recomputation from their modules); head outputs (``cls_logits``, ``bbox_regression``, ``bbox_ctrness``).
 4. detections: their eval forward (``GeneralizedRCNNTransform`` with min/max size equal to the image size,
-   i.e. no resize) vs our ``predict`` with the same thresholds: count, labels, boxes, scores.
-5. loss: their training forward on the same images and targets (ground truths of mixed sizes, one image
-   without objects) vs our ``FCOSLoss`` on the loader's normalised rows: the three items, the matched
+   i.e. no resize) vs our ``predict`` with the same thresholds (0.2 / 0.6, 100 and 1000 detections):
+   count, labels, boxes, scores.
+5. loss: their training forward on the same images and targets (ground truths of mixed sizes, two nested
+   boxes sharing points, one image without objects; 512 x 512 and the rectangle) vs our ``FCOSLoss`` on the loader's normalised rows: the three items, the matched
    ground truth of every point (their ``FCOS.compute_loss`` matching, captured) and the gradients.
 6. counts: parameters and GFLOPs at 3 classes, 640 x 640 (``detectors.model_info``) beside the paper's.
 """
@@ -153,9 +154,10 @@ def check_maps(theirs, ours, images: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def check_detections(theirs, ours, images: torch.Tensor) -> None:
+def check_detections(theirs, ours, images: torch.Tensor, max_det: int = 100) -> None:
     theirs.eval()
     ours.eval()
+    theirs.detections_per_img = max_det
     dets_t = theirs(list(images))
     dets_o = ours.predict(images, conf=theirs.score_thresh, iou=theirs.nms_thresh,
                           max_det=theirs.detections_per_img)
@@ -167,7 +169,7 @@ def check_detections(theirs, ours, images: torch.Tensor) -> None:
                        f"{max_diff(t['boxes'], o.boxes):.3g} px, max |score diff| {max_diff(t['scores'], o.scores):.3g}")
         ok = same_n and torch.equal(t["labels"], o.classes) and max_diff(t["boxes"], o.boxes) < 1e-3 and \
             max_diff(t["scores"], o.scores) < 1e-6
-        check(f"detections image {i}", ok, detail)
+        check(f"detections image {i}, max_det {max_det}", ok, detail)
 
 
 def random_targets(h: int, w: int, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -227,19 +229,20 @@ def check_loss(theirs, ours, images: torch.Tensor, seed: int) -> None:
     total_o.backward()
     names = {"classification": "cls", "bbox_regression": "box", "bbox_ctrness": "ctrness"}
     for theirs_name, our_name in names.items():
-        d = max_diff(losses_t[theirs_name].detach(), items[our_name])
-        check(f"loss {our_name} ({theirs_name})", d < 1e-5 * max(1.0, float(losses_t[theirs_name])),
-              f"theirs {float(losses_t[theirs_name]):.6f} ours {float(items[our_name]):.6f} |diff| {d:.3g}")
+        value = losses_t[theirs_name].detach()
+        d = max_diff(value, items[our_name])
+        check(f"loss {our_name} ({theirs_name}), {h} x {w}", d < 1e-5 * max(1.0, float(value)),
+              f"theirs {float(value):.6f} ours {float(items[our_name]):.6f} |diff| {d:.3g}")
     anchors = torch.cat(ours.anchors(output.head))
     gt_boxes, _, gt_valid = targets_per_image(rows, images.shape[0], h, w)
     matched = match_points(anchors, [m.shape[-2] * m.shape[-1] for m in output.head], gt_boxes, gt_valid)
-    check("matched ground truth per point", torch.equal(captured["matched"], matched),
+    check(f"matched ground truth per point, {h} x {w}", torch.equal(captured["matched"], matched),
           f"{int((captured['matched'] >= 0).sum())} foreground points, "
           f"{int((captured['matched'] != matched).sum())} differ")
     gdiffs = [max_diff(pt.grad, po.grad) / max(float(pt.grad.abs().max()), 1e-12)
               for (_, pt), (_, po) in zip(theirs.named_parameters(), ours.named_parameters(), strict=True)
               if pt.grad is not None]
-    check("gradients (relative to each tensor's largest)", max(gdiffs) < 1e-3, f"max {max(gdiffs):.3g} over {len(gdiffs)} tensors")
+    check(f"gradients (relative to each tensor's largest), {h} x {w}", max(gdiffs) < 1e-3, f"max {max(gdiffs):.3g} over {len(gdiffs)} tensors")
 
 
 def counts() -> None:
@@ -291,9 +294,13 @@ def main() -> int:
     images = torch.rand(2, 3, h, w)
     check_maps(theirs, ours, images)
     check_detections(theirs, ours, images)
+    check_detections(theirs, ours, images, max_det=1000)  # NMS run to the end: every kept box compared
+    # Loss: a square power-of-two size (the loader's normalised rows convert back to the same pixels),
+    # then the rectangle (rows round-trip through y / 384: sub-ulp differences in the boxes).
     square = build_theirs(3, (512, 512))
     square.load_state_dict(theirs.state_dict())
     check_loss(square, ours, torch.rand(3, 3, 512, 512), seed=1)
+    check_loss(theirs, ours, torch.rand(3, 3, h, w), seed=2)
     print("FAILED: " + ", ".join(failures) if failures else "all checks passed")
     return 1 if failures else 0
 
