@@ -257,3 +257,22 @@ def test_an_imagenet_resnet50_checkpoint_goes_into_the_backbone_only(tmp_path):
     assert sorted(report.skipped) == ["fc.bias", "fc.weight"]
     assert torch.equal(model.backbone.body.layer3[1].conv2.weight, body["layer3.1.conv2.weight"])
     assert torch.equal(model.roi_heads.box_head.fc6.weight, fc6)
+
+
+def test_imported_regressors_decode_to_mmdetections_boxes_at_every_stage(tmp_path):
+    from detectors.rcnn.cascade_heads import STAGE_REG_WEIGHTS
+    from detectors.rcnn.mmdet_keys import MMDET_STAGE_STDS, mmdet_to_torchvision
+
+    g = torch.Generator().manual_seed(0)
+    rois = torch.tensor([[10.0, 20.0, 50.0, 100.0], [0.0, 0.0, 8.0, 4.0]])
+    for stage, (stds, weights) in enumerate(zip(MMDET_STAGE_STDS, STAGE_REG_WEIGHTS, strict=True)):
+        theirs_bias = torch.randn(4, generator=g)
+        ours_bias = mmdet_to_torchvision({f"roi_head.bbox_head.{stage}.fc_reg.bias": theirs_bias}, tmp_path / "x.pth",
+                                         cascade=True)[f"roi_heads.box_predictor.{stage}.bbox_pred.bias"]
+        # MMDetection's DeltaXYWHBBoxCoder.decode: delta x std, centre moved by (dx w, dy h), size x exp(dw, dh)
+        d = theirs_bias * torch.tensor(stds)
+        centre, size = (rois[:, :2] + rois[:, 2:]) / 2, rois[:, 2:] - rois[:, :2]
+        centre, size = centre + size * d[:2], size * d[2:].exp()
+        expected = torch.cat((centre - size / 2, centre + size / 2), 1)
+        ours = BoxCoder(weights).decode_single(ours_bias.expand(2, 4), rois)
+        assert torch.allclose(ours, expected, atol=1e-4), stage
