@@ -147,6 +147,11 @@ class WeightsReport(Protocol):
     def summary(self) -> str: ...
 
 
+# The engine's lr shapes (train.schedule, detectors/engine/schedule.py) and weight-decay scopes.
+SCHEDULES = ("cosine", "yolox_cosine", "multistep")
+WEIGHT_DECAY_SCOPES = ("weights", "all")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A family's training defaults; a config starts from them (explicit config values win).
@@ -157,8 +162,8 @@ class Recipe:
     """
 
     lr0: float  # initial learning rate (train.lr0)
-    lrf: float  # final lr = lr0 * lrf (train.lrf)
-    momentum: float  # SGD momentum, Nesterov (train.momentum)
+    lrf: float  # final lr = lr0 * lrf (train.lrf; the cosine shapes only)
+    momentum: float  # SGD momentum (train.momentum), Nesterov unless nesterov is False
     weight_decay: float  # (train.weight_decay), per nominal batch when nominal_batch is set
     warmup_epochs: float  # (train.warmup_epochs)
     warmup_momentum: float  # (train.warmup_momentum)
@@ -172,23 +177,43 @@ class Recipe:
     loss_scaled_by_batch: bool = True
     optimizer: str = "sgd"  # SGD with three groups (engine/schedule.py); the only one the engine has
     # (train.schedule) cosine: YOLOv5's per-epoch cosine to lr0 * lrf after a linear warmup; yolox_cosine:
-    # YOLOX's yoloxwarmcos (quadratic warmup, cosine, the last close_mosaic epochs at lr0 * lrf).
+    # YOLOX's yoloxwarmcos (quadratic warmup, cosine, the last close_mosaic epochs at lr0 * lrf); multistep:
+    # torchvision's / MMDetection's step schedule (lr0 * lr_gamma ** milestones passed, linear warmup from
+    # lr0 * warmup_ratio over warmup_iters iterations).
     schedule: str = "cosine"
+    # multistep: milestones (train.lr_steps), each a fraction of the run (< 1) or an epoch number (>= 1).
+    lr_steps: tuple[float, ...] = ()
+    lr_gamma: float = 0.1  # (train.lr_gamma) lr factor at each milestone
+    # (train.warmup_iters) warmup length in iterations; None: warmup_epochs epochs' worth.
+    warmup_iters: int | None = None
+    warmup_ratio: float = 0.001  # (train.warmup_ratio) multistep: the warmup's first lr is lr0 * this
+    nesterov: bool = True  # (train.nesterov) torchvision / MMDetection: plain momentum SGD
+    # (train.weight_decay_scope) weights: conv/linear weights only (YOLO); all: every trainable
+    # parameter, biases included (torch.optim.SGD's default, which torchvision and MMDetection use).
+    weight_decay_scope: str = "weights"
+    ema: bool = True  # (train.ema) evaluate an EMA of the weights (YOLO); torchvision / MMDetection: none
+    grad_clip: float | None = 10.0  # (train.grad_clip) max gradient norm; None: no clipping
     stride_multiple: int = 32  # data.img_size must be a multiple of this (the largest stride)
     # data.augment.* defaults by key, resolved by the data layer; empty: the data layer's own defaults.
     augment: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # The engine has one optimiser and two lr shapes; a recipe asking for another is a family bug.
-        if self.optimizer != "sgd" or self.schedule not in ("cosine", "yolox_cosine"):
-            raise ValueError(f"Recipe: the engine runs optimizer 'sgd' with schedule 'cosine' or 'yolox_cosine', "
+        # The engine has one optimiser and three lr shapes; a recipe asking for another is a family bug.
+        if self.optimizer != "sgd" or self.schedule not in SCHEDULES:
+            raise ValueError(f"Recipe: the engine runs optimizer 'sgd' with schedule one of {SCHEDULES}, "
                              f"got {self.optimizer!r} / {self.schedule!r}")
+        if self.weight_decay_scope not in WEIGHT_DECAY_SCOPES:
+            raise ValueError(f"Recipe: weight_decay_scope must be one of {WEIGHT_DECAY_SCOPES}, "
+                             f"got {self.weight_decay_scope!r}")
 
     def config_defaults(self) -> dict[str, Any]:
         """The optimisation fields as nested config keys: ``{"train": {"lr0": ..., ...}}``."""
-        return {"train": {key: getattr(self, key) for key in (
+        train = {key: getattr(self, key) for key in (
             "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
-            "ema_decay", "nominal_batch", "schedule")}}
+            "ema_decay", "nominal_batch", "schedule", "lr_gamma", "warmup_iters", "warmup_ratio", "nesterov",
+            "weight_decay_scope", "ema", "grad_clip")}
+        train["lr_steps"] = list(self.lr_steps)
+        return {"train": train}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from detectors.api import SCHEDULES, WEIGHT_DECAY_SCOPES
 from detectors.config_fields import build as _build
 from detectors.config_fields import check_rules as _check_rules  # noqa: F401 (detectors.data.augment)
 from detectors.config_fields import convert as _convert  # noqa: F401 (detectors.data.augment)
@@ -308,9 +309,21 @@ class TrainConfig:
     # Gradients accumulate to about this many images per step and the weight decay is scaled to it
     # (YOLOv5's nbs); null: one step per batch, weight decay as given. Default from the family's recipe.
     nominal_batch: int | None = _rule(64, ge=1)
-    # lr shape after warmup (detectors/engine/schedule.py): cosine per epoch with YOLOv5's linear warmup,
-    # or YOLOX's per-iteration yoloxwarmcos. Default from the family's recipe.
-    schedule: str = _rule("cosine", choices=("cosine", "yolox_cosine"))
+    # lr shape (detectors/engine/schedule.py): cosine per epoch with YOLOv5's linear warmup, YOLOX's
+    # per-iteration yoloxwarmcos, or multistep (torchvision / MMDetection). Default from the family's recipe.
+    schedule: str = _rule("cosine", choices=SCHEDULES)
+    # multistep: lr0 * lr_gamma ** (milestones passed); a milestone < 1 is a fraction of the run (rounded to
+    # the nearest epoch, e.g. 0.667 and 0.917 of 12 epochs = epochs 8 and 11), >= 1 an epoch number.
+    lr_steps: list[float] = _rule(factory=list)
+    lr_gamma: float = _rule(0.1, gt=0.0, le=1.0)
+    # Warmup length in iterations (every schedule); null: warmup_epochs * steps per epoch.
+    warmup_iters: int | None = _rule(None, ge=0)
+    # multistep's linear warmup starts at lr0 * warmup_ratio (torchvision 1/1000, MMDetection 0.001).
+    warmup_ratio: float = _rule(0.001, ge=0.0, le=1.0)
+    nesterov: bool = True  # Nesterov momentum (YOLO); torchvision / MMDetection: false
+    # Which parameters weight decay applies to: weights (conv/linear weights, YOLO) or all (biases and
+    # norm weights too, torchvision / MMDetection).
+    weight_decay_scope: str = _rule("weights", choices=WEIGHT_DECAY_SCOPES)
     ema: bool = True
     ema_decay: float = _rule(0.9999, gt=0.0, lt=1.0)
     grad_clip: float | None = _rule(10.0, gt=0.0)  # max grad norm; null disables
@@ -321,6 +334,15 @@ class TrainConfig:
     eval_interval: int = _rule(1, ge=1)
     # Caps the steps per epoch: smoke tests and quick sweeps on a CPU. null = the whole epoch.
     max_steps_per_epoch: int | None = _rule(None, ge=1)
+
+    def __post_init__(self) -> None:
+        """``lr_steps``: positive, fractions below 1 or whole epoch numbers, ascending."""
+        for i, step in enumerate(self.lr_steps):
+            if not (step > 0 and (step < 1 or float(step).is_integer())):
+                raise ConfigError(f"train.lr_steps[{i}]: expected a fraction of the run (0 < x < 1) or a whole "
+                                  f"epoch number (>= 1), got {step!r}")
+        if any(b <= a for a, b in zip(self.lr_steps, self.lr_steps[1:], strict=False)):
+            raise ConfigError(f"train.lr_steps: expected ascending milestones, got {self.lr_steps!r}")
 
 
 @dataclass

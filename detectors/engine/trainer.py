@@ -7,7 +7,8 @@ then ``workdir/checkpoints/last.pt`` (and ``best.pt`` when the fitness improved)
 (``detectors.zoo``, contract in ``detectors.api``); the loop never names a family. Optimisation as
 YOLOv5 v7.0's recipe (``detectors.engine.schedule``, ``detectors.engine.ema``): three SGD groups,
 warmup, cosine lr, nominal batch (``train.nominal_batch``), EMA, AMP and channels_last on CUDA; the
-values come from the config, whose defaults come from the family's ``Recipe``.
+values come from the config, whose defaults come from the family's ``Recipe`` (YOLOX's per-iteration
+cosine, torchvision's / MMDetection's multistep with plain SGD for the ResNet-FPN families).
 
 Each step backpropagates eq 7 in the family's batch convention: YOLOv5's
 ``batch_size * (L_gt + lambda_distill * L_distill + lambda_mask * L_mask)`` when
@@ -159,6 +160,8 @@ class Trainer:
             momentum=train.momentum,
             weight_decay=scaled_weight_decay(train.weight_decay, train.batch_size, train.nominal_batch),
             fused=self.use_cuda,
+            nesterov=train.nesterov,
+            weight_decay_scope=train.weight_decay_scope,
         )
         self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
