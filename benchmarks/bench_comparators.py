@@ -10,7 +10,7 @@ step holds; the teacher under no_grad saves none) and the teacher's parameter by
 training). The teacher's weights are random but go through the real loading path (a saved state dict).
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/bench_comparators.py [--student yolov5n]
-        [--teacher yolov5s] [--img 320] [--batch 4] [--rounds 5] [--device cpu]
+        [--teacher yolov5s] [--img 320] [--batch 4] [--rounds 5] [--device cpu] [--threads 1]
 
 Prints a markdown table (median step time, ratio to ``none``, teacher forward share, saved-activation and
 teacher-parameter MiB) and the load average before and after.
@@ -64,7 +64,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 on a shared, loaded CPU avoids oversubscription")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     methods = args.methods.split(",")
     load_before = loadavg()

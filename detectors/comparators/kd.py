@@ -81,13 +81,14 @@ def _check_regression_only(loss: Any, model: Any) -> None:
     """With the objectness and class gains at 0, only one term may remain (the regression): a family
     whose loss ignores the gains cannot give KD its regression error."""
     size = 2 * max(model.strides)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        output = model(torch.zeros(1, 3, size, size))
+        output = model(torch.zeros(1, 3, size, size, device=device))
     finally:
         model.train(was_training)
-    _, items = loss(output, torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.3, 0.3]]))
+    _, items = loss(output, torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.3, 0.3]], device=device))
     nonzero = [k for k, v in items.items() if float(v) != 0.0]
     if len(nonzero) > 1:
         raise ConfigError(f"losses.kd.regression_weight: this detector's loss keeps {nonzero} with losses.gt.obj "

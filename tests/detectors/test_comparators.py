@@ -90,6 +90,16 @@ def test_a_bad_teacher_file_is_one_line_naming_it(tmp_path, case):
     assert reason in message
 
 
+def test_one_of_our_checkpoints_teaches_with_its_ema_weights(tmp_path):
+    torch.manual_seed(2)
+    raw, ema = build_detector("yolov5n", num_classes=3), build_detector("yolov5n", num_classes=3)
+    path = tmp_path / "last.pt"
+    torch.save({"format": "mssd-checkpoint", "version": 1, "detector": "yolov5n", "model": raw.state_dict(),
+                "ema": {"module": ema.state_dict(), "updates": 5}}, path)
+    teacher = build_teacher(run_config("fgfi", path))
+    assert all(torch.equal(v, ema.state_dict()[k]) for k, v in teacher.model.state_dict().items())
+
+
 def test_mssd_train_refuses_a_missing_teacher_before_writing_anything(tmp_path, capsys):
     from study.cli import main
     from study.config import save_config
