@@ -34,7 +34,7 @@ def test_mssd_train_runs_an_rcnn_epoch_and_logs_its_rpn_and_roi_terms(config, da
 
     cfg = load_config(REPO / "configs" / config, [
         f"data.root={data_root}", "data.img_size=64", "data.synthetic.images=8", "train.batch_size=2",
-        "train.max_steps_per_epoch=2", "train.epochs=1", "train.warmup_epochs=0", "eval.max_det=20"])
+        "train.max_steps_per_epoch=2", "train.epochs=1", "train.warmup_iters=0", "eval.max_det=20"])
     assert cfg.detector.name.endswith("rcnn_tiny")
     path = tmp_path / "tiny.yaml"
     save_config(cfg, path)
