@@ -28,6 +28,9 @@ def test_a_fcos_config_starts_from_torchvisions_recipe_and_needs_multiples_of_12
     cfg = parse_config({"detector": {"name": "fcos_resnet50_fpn"}})
     train = cfg.train
     assert (train.lr0, train.momentum, train.weight_decay, train.nominal_batch) == (0.01, 0.9, 1e-4, None)
+    assert (train.schedule, train.lr_steps, train.lr_gamma, train.warmup_iters, train.warmup_ratio) == (
+        "multistep", [16 / 26, 22 / 26], 0.1, 1000, 0.001)
+    assert not train.nesterov and train.weight_decay_scope == "all" and not train.ema and train.grad_clip is None
     assert cfg.detector.taps == "merged_to_output" and not family_of("fcos_tiny").recipe.loss_scaled_by_batch
     augment = family_of("fcos_tiny").recipe.augment
     assert augment["mosaic"] == 0 and augment["fliplr"] == 0.5  # torchvision's reference: flips only
@@ -41,7 +44,8 @@ def test_fcos_trains_and_evaluates_through_the_engine(tmp_path):
         "data": {"format": "synthetic", "root": str(tmp_path / "data"), "img_size": 128, "workers": 0,
                  "synthetic": {"images": 8, "seed": 0, "width": 256, "height": 96}},
         "losses": {"mssd": {"enabled": True}, "mad": {"enabled": True}},
-        "train": {"epochs": 1, "batch_size": 4, "warmup_epochs": 0.0, "device": "cpu", "max_steps_per_epoch": 2},
+        "train": {"epochs": 1, "batch_size": 4, "warmup_iters": 0, "grad_clip": 10.0, "device": "cpu",
+                  "max_steps_per_epoch": 2},
         "eval": {"max_det": 50, "conf": 0.05},
     })
     metrics = fit(cfg, tmp_path / "run")
