@@ -85,6 +85,11 @@ def summarise(records: Sequence, methods: Sequence[tuple[str, str]], backbones: 
     return rows
 
 
+def _pct(value: tuple[float, float]) -> str:
+    """Mean ± std in %: two decimals, four under 0.1 % (CPU budgets), where two would read as zero."""
+    return format_pct(value, 4 if 0 < abs(100 * value[0]) < 0.1 else 2)
+
+
 def _num(value: float, digits: int) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -93,7 +98,8 @@ def _delta(row: CompareRow, rows: list[CompareRow]) -> str:
     base = next((r for r in rows if r.backbone == row.backbone and r.method == BASELINE), None)
     if base is None or math.isnan(base.metrics["map"][0]) or math.isnan(row.metrics["map"][0]):
         return "n/a"
-    return f"{100 * (row.metrics['map'][0] - base.metrics['map'][0]):+.2f}"
+    delta = 100 * (row.metrics["map"][0] - base.metrics["map"][0])
+    return f"{delta:+.{4 if 0 < abs(delta) < 0.1 else 2}f}"
 
 
 def format_markdown(rows: list[CompareRow], context: Sequence[str] = ()) -> str:
@@ -105,7 +111,7 @@ def format_markdown(rows: list[CompareRow], context: Sequence[str] = ()) -> str:
         teacher = r.cost.teacher or "N/A"
         gflops = _num(r.extra_gflops, 4) + (f" (teacher {r.cost.teacher_gflops:.4f})" if r.cost.teacher else "")
         cells = [r.backbone, r.detector, r.method, teacher, f"{r.runs}" + (f" (+{r.failed} failed)" if r.failed else ""),
-                 *(format_pct(r.metrics[k]) for k, _ in METRICS[:2]), _delta(r, rows),
+                 *(_pct(r.metrics[k]) for k, _ in METRICS[:2]), _delta(r, rows),
                  f"{r.cost.training_params / 1e6:.3f}", gflops, _num(r.step_time_ratio, 2)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "mAP, AP50: mean ± sample std over the completed seeds, in %; Δ: the method's mean minus the same "
@@ -155,6 +161,7 @@ def plot_comparison(rows: list[CompareRow], path: Path, title: str = "") -> Plot
         ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
         ax.legend(fontsize=8)
     right.axhline(1.0, color="black", linewidth=0.6)
+    left.set_ylim(bottom=0)  # APs are >= 0; an all-zero table (a CPU budget) would centre the axis on 0
     left.set_ylabel("mAP (%), mean ± std over seeds")
     right.set_ylabel("step time / baseline's")
     left.set_title(plot.title)

@@ -108,10 +108,10 @@ def mean_std(values: Iterable[float]) -> tuple[float, float]:
     return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
-def format_pct(value: tuple[float, float]) -> str:
-    """``(mean, std)`` fractions as ``"12.34 ± 0.56"`` in %; two decimals, since short (CPU) budgets give APs
-    well under 1%, which one decimal would hide."""
+def format_pct(value: tuple[float, float], digits: int = 2) -> str:
+    """``(mean, std)`` fractions as ``"12.34 ± 0.56"`` in %; two decimals by default, since short (CPU)
+    budgets give APs well under 1%, which one decimal would hide."""
     mean, std = value
     if math.isnan(mean):
         return "n/a"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    return f"{100 * mean:.{digits}f} ± {100 * std:.{digits}f}"

@@ -142,3 +142,10 @@ def test_an_existing_comparison_folder_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"^--name: .*cmp already exists; pass another --name$"):
         plan_compare(_options(tmp_path, REPO / "configs" / "smoke.yaml", name="cmp"))
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["cmp"]
+
+
+def test_tiny_maps_of_a_cpu_budget_keep_four_decimals():
+    records = [record("none", "yolov5n", 0, mAP=0.000019), record("kd", "yolov5n", 0, mAP=0.000027)]
+    table = format_markdown(summarise(records, PAIRS[:2], [("cspdarknet", "yolov5n")]))
+    assert "| baseline | N/A | 1 | 0.0019 ± 0.0000 | 0.0038 ± 0.0000 | +0.00 |" in table
+    assert "| kd | N/A | 1 | 0.0027 ± 0.0000 | 0.0054 ± 0.0000 | +0.0008 |" in table
