@@ -86,17 +86,21 @@ def greedy_nms_positions(
     rows = torch.arange(b, device=dev)[:, None]
 
     for start in range(0, k, block):
-        if bool((n_kept >= max_det).all()):
+        counts = n_kept.tolist()  # one host sync per block: the stop test and the slots in use
+        if min(counts) >= max_det:
             break
+        used = max(counts)
         bb = boxes[:, start : start + block]  # (B, T, 4)
         bc = classes[:, start : start + block]
         alive = valid[:, start : start + block]  # (B, T)
         t = bb.shape[1]
 
-        # 1. Suppressed by a box kept in an earlier block (same class, IoU > thr).
-        kept_valid = slots[None, :] < n_kept[:, None]  # (B, D)
-        hits = (box_iou(bb, kept_boxes) > iou) & (bc[:, :, None] == kept_classes[:, None, :])
-        alive = alive & ~(hits & kept_valid[:, None, :]).any(-1)
+        # 1. Suppressed by a box kept in an earlier block (same class, IoU > thr); only the slots in use
+        # are compared (box-level NMS pads to max_det = all candidates).
+        if used:
+            kept_valid = slots[None, :used] < n_kept[:, None]  # (B, D)
+            hits = (box_iou(bb, kept_boxes[:, :used]) > iou) & (bc[:, :, None] == kept_classes[:, None, :used])
+            alive = alive & ~(hits & kept_valid[:, None, :]).any(-1)
 
         # 2. Inside the block: M[i, j] = box i (higher score) would suppress box j.
         m = (box_iou(bb, bb) > iou) & (bc[:, :, None] == bc[:, None, :])
