@@ -195,13 +195,47 @@ def counts(img: int = 640, classes: int = 3) -> None:
               f"RoIs); paper {paper_m} M / {paper_g} G")
 
 
+def overfit(steps: int = 100) -> None:
+    """Training through the contract's path (forward, then the loss running the RoI heads) fits one batch:
+    the tiny sizes, 2 images of 128 px with 3 objects, SGD 0.005 momentum 0.9, clipping at 10."""
+    from detectors.rcnn.loss import RCNNLoss
+    from detectors.rcnn.model import TwoStageDetector
+
+    images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.5], [1, 0, 0.3, 0.3, 0.3, 0.3], [1, 2, 0.7, 0.6, 0.3, 0.5]])
+    for name in ("fasterrcnn_tiny", "cascadercnn_tiny"):
+        torch.manual_seed(0)
+        model = TwoStageDetector(name, 3)
+        loss_fn = RCNNLoss(model)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.005, momentum=0.9)
+        for step in range(steps):
+            total, items = loss_fn(model(images), targets)
+            optimizer.zero_grad()
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimizer.step()
+            if step in (0, steps - 1):
+                print(f"   {name} step {step}: " + ", ".join(f"{k} {float(v):.3f}" for k, v in items.items()))
+        found = model.predict(images, conf=0.3, iou=0.5, max_det=5)
+        for i, d in enumerate(found):
+            boxes = [[round(float(v)) for v in b] for b in d.boxes]
+            print(f"   {name} image {i} detections (score > 0.3): boxes {boxes}, classes {d.classes.tolist()}")
+    print("   ground truth: image 0 [[38, 32, 90, 96]] class 1; image 1 [[19, 19, 58, 58], [70, 45, 109, 109]] "
+          "classes 0, 2")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--img", default="320x448", help="H x W, multiples of 64")
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--skip-counts", action="store_true")
+    parser.add_argument("--overfit", action="store_true", help="only the one-batch fit (torch alone, no torchvision)")
     args = parser.parse_args()
+    if args.overfit:
+        print("6. one-batch fit of the tiny sizes:")
+        overfit()
+        return
     import torchvision
 
     from detectors.rcnn.model import TwoStageDetector
