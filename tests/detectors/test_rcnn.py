@@ -276,3 +276,11 @@ def test_imported_regressors_decode_to_mmdetections_boxes_at_every_stage(tmp_pat
         expected = torch.cat((centre - size / 2, centre + size / 2), 1)
         ours = BoxCoder(weights).decode_single(ours_bias.expand(2, 4), rois)
         assert torch.allclose(ours, expected, atol=1e-4), stage
+
+
+def test_mssd_gives_gamma_to_strides_4_and_8_of_the_rcnn_taps(tiny):
+    from losses.mssd import scale_weights
+
+    strides = sorted(tiny["fasterrcnn_tiny"].tap_channels)
+    assert strides == [4, 8, 16, 32]
+    assert scale_weights(strides, gamma=0.05, w_m=2.0, w_l=3.0) == {4: 0.05, 8: 0.05, 16: 2.0, 32: 3.0}
