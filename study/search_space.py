@@ -145,15 +145,16 @@ def _parse_param(key: str, spec: Any, where: str, known: dict[str, Any]) -> Para
     return Param(key, dist, low=low, high=high)
 
 
-def _check_against_schema(param: Param, where: str) -> None:
-    """Every value the space can produce must pass the config schema (e.g. gamma >= 0)."""
+def _check_against_schema(param: Param, where: str, base: RunConfig | None = None) -> None:
+    """Every value the space can produce must pass the config schema (e.g. gamma >= 0), applied to the
+    study's base config when given (``detector.taps`` values depend on its detector's family)."""
     if param.distribution in ("choice", "grid"):
         candidates = list(param.values)
     elif param.distribution == "int":
         candidates = [int(param.low), int(param.high)]
     else:
         candidates = [param.low, param.high]
-    defaults = config_to_dict(RunConfig())
+    defaults = config_to_dict(RunConfig() if base is None else base)
     for value in candidates:
         try:
             parse_config(apply_params(defaults, {param.key: value}))
@@ -161,8 +162,11 @@ def _check_against_schema(param: Param, where: str) -> None:
             raise ConfigError(f"{where}: {param.key}: value {value!r} is not allowed ({exc})") from None
 
 
-def load_search_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search space file; errors are one line ``FILE:LINE: key: what is wrong``."""
+def load_search_space(path: str | Path, base: RunConfig | None = None) -> SearchSpace:
+    """Read and validate a search space file; errors are one line ``FILE:LINE: key: what is wrong``.
+
+    ``base``: the study's base config, which the values are checked against (default: the default config,
+    whose detector is YOLOv5's, so another family's tap-set names need it)."""
     path = Path(path)
     data, lines = read_yaml(path, kind="search space file")
     if "params" not in data:
@@ -180,7 +184,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
         line = lines.get(f"params.{key}", lines.get("params", 1))
         where = f"{path}:{line}"
         param = _parse_param(str(key), spec, where, known)
-        _check_against_schema(param, where)
+        _check_against_schema(param, where, base)
         params.append(Param(param.key, param.distribution, param.low, param.high, param.values, line))
     kinds = {p.distribution == "grid" for p in params}
     if len(kinds) > 1:

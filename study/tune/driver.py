@@ -74,11 +74,11 @@ def _prepare(options: StudyOptions) -> tuple[StudyOptions, RunConfig, SearchSpac
         folder = study_dir(options.workdir, options.name)
         saved = StudyOptions(**{**meta["options"], "resume": True, "workdir": options.workdir,
                                 "verbose": options.verbose, "address": options.address or meta["options"]["address"]})
-        space = load_search_space(folder / SEARCH_SPACE)
         cfg = load_config(folder / BASE_CONFIG)
+        space = load_search_space(folder / SEARCH_SPACE, cfg)
         return saved, _absolute_paths(cfg), space, folder, meta
-    space = load_search_space(options.space)
     cfg = load_config(options.config, options.overrides)
+    space = load_search_space(options.space, cfg)  # values checked against this config's detector
     options = replace(options, name=options.name or default_study_name(options.space))
     folder = study_dir(options.workdir, options.name)
     if (folder / META_FILE).exists():

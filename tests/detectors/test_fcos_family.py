@@ -74,3 +74,15 @@ def test_mssd_train_runs_the_fcos_smoke_config(tmp_path):
     (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     assert run.info.status == "FINISHED" and run.data.params["detector.taps"] == "merged_to_output"
     assert set(TERMS) <= set(run.data.metrics) and "loss/gt/obj" not in run.data.metrics
+
+
+def test_a_search_space_over_fcos_tap_sets_is_checked_against_the_studys_detector(tmp_path):
+    from study.config import load_config
+    from study.search_space import load_search_space
+
+    space = tmp_path / "taps.yaml"
+    space.write_text("params:\n  detector.taps: {distribution: grid, values: [merged_to_output, backbone_to_output]}\n")
+    base = load_config(REPO / "configs" / "fcos-smoke.yaml", [])
+    assert load_search_space(space, base).params[0].values == ("merged_to_output", "backbone_to_output")
+    with pytest.raises(ConfigError, match=r"taps\.yaml:2: detector\.taps: value 'merged_to_output' is not allowed"):
+        load_search_space(space)  # against the default config, a YOLOv5: not one of its tap sets
