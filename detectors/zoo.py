@@ -13,6 +13,7 @@ from detectors.api import Family, TapSet
 from detectors.errors import ConfigError
 from detectors.fcos.family import FAMILY as FCOS
 from detectors.rcnn.family import CASCADE_RCNN, FASTER_RCNN
+from detectors.retinanet.family import FAMILY as RETINANET
 from detectors.yolov5.family import FAMILY as YOLOV5
 from detectors.yolox.family import FAMILY as YOLOX
 
@@ -25,6 +26,7 @@ FAMILIES: dict[str, Family] = {
     FCOS.name: FCOS,
     FASTER_RCNN.name: FASTER_RCNN,
     CASCADE_RCNN.name: CASCADE_RCNN,
+    RETINANET.name: RETINANET,
 }
 
 # Detector name -> its family (``yolov5s`` -> YOLOv5), in table order.
