@@ -149,3 +149,4 @@ def test_tiny_maps_of_a_cpu_budget_keep_four_decimals():
     table = format_markdown(summarise(records, PAIRS[:2], [("cspdarknet", "yolov5n")]))
     assert "| baseline | N/A | 1 | 0.0019 ± 0.0000 | 0.0038 ± 0.0000 | +0.00 |" in table
     assert "| kd | N/A | 1 | 0.0027 ± 0.0000 | 0.0054 ± 0.0000 | +0.0008 |" in table
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 from study_helpers import write_tiny_config
@@ -50,3 +51,10 @@ def test_compare_trains_the_teacher_then_every_method_on_ray_under_one_parent_ru
     assert float(rows["baseline"]["step_time_ratio"]) == pytest.approx(1.0)
     artifacts = tracking.download_artifact(uri, parent, "compare", tmp_path / "dl")
     assert {p.name for p in artifacts.iterdir()} == {"compare.md", "compare.csv", "compare.png"}
+
+    # The folder gone, the name is still taken in MLflow: refused in one line before anything is written.
+    shutil.rmtree(workdir / "cmp")
+    assert main(["compare", str(config), "--methods", "baseline", "--seeds", "1", "--name", "cmp", "--workdir",
+                 str(workdir), "--backend", "ray", "--address", ray_address]) == 2
+    assert capsys.readouterr().err.strip().endswith("already has a study 'cmp'; pass another --name")
+    assert not (workdir / "cmp").exists() and len(tracking.study_trials(uri, "cmp")) == 2
