@@ -5,6 +5,10 @@
 - ``mask_loss`` / ``MaskAssistedLoss`` (eq 6): mask-assisted detection, with adaptation layers.
 - ``combine_losses`` (eq 7): the total, in YOLOv5's batch convention.
 - ``warmup_factor``: the optional warm-up of eq 7's distillation weights.
+
+The methods MSSD is compared with (paper Table 4), one module each, imported by their comparators
+(``detectors/comparators/``): ``kd`` (Chen et al. 2017), ``fgfi`` (Wang et al. 2019), ``defeat`` (Guo et
+al. 2021), ``lgd`` (Zhang et al. 2022).
 """
 
 from losses.combine import combine_losses
