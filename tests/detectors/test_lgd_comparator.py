@@ -80,6 +80,16 @@ def test_an_image_never_sees_another_images_labels_or_features():
         assert not torch.allclose(after[s][1], before[s][1])
 
 
+@pytest.mark.parametrize("context_box", [False, True])
+def test_images_without_objects_give_finite_terms(context_box):
+    _, model, distillation = build(context_box=context_box)
+    images = torch.rand(2, 3, 64, 64)
+    for targets in (torch.zeros(0, 6), TARGETS[:2]):  # no object at all; objects in image 0 only
+        terms = distillation(model(images), targets, 64, images=images)
+        assert all(math.isfinite(v.item()) for v in terms.values())
+        terms["lgd"].backward()
+
+
 def grads(module: torch.nn.Module) -> float:
     return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
 
