@@ -139,18 +139,22 @@ def mmdet_resnet_fpn_key(key: str, *, fpn_levels: int = 3, prefix: str = "backbo
 
 
 def rename_keys(state: dict[str, Tensor], rules: Iterable[KeyRule], *,
-                drop: Callable[[str], bool] = lambda k: k.endswith(".num_batches_tracked")) -> dict[str, Tensor]:
+                drop: Callable[[str], bool] = lambda k: k.endswith(".num_batches_tracked"),
+                path: str | Path = "the state dict") -> dict[str, Tensor]:
     """Each key renamed by the first rule that knows it (returns a name); keys no rule knows keep their name
-    (a strict load then names the first one). Keys for which ``drop`` is true are left out."""
+    (a strict load then names the first one). Keys for which ``drop`` is true are left out. Two keys
+    landing on one name (a file mixing both layouts) is a ``WeightsError`` naming ``path``."""
     rules = tuple(rules)
     out: dict[str, Tensor] = {}
+    origin: dict[str, str] = {}
     for key, value in state.items():
         if drop(key):
             continue
         new = next((n for n in (rule(key) for rule in rules) if n is not None), key)
         if new in out:
-            raise ValueError(f"rename_keys: {key!r} and another key both map to {new!r}")
-        out[new] = value
+            raise WeightsError(f"{path}: {origin[new]!r} and {key!r} both map to {new!r}; expected one layout "
+                               "(MMDetection's or torchvision's names), not both")
+        out[new], origin[new] = value, key
     return out
 
 

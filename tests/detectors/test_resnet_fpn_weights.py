@@ -175,3 +175,9 @@ def test_mmdet_keys_outside_backbone_and_neck_are_left_for_the_family():
     renamed = rename_keys({"bbox_head.conv_cls.weight": torch.zeros(1), "backbone.conv1.weight": torch.zeros(1)},
                           [mmdet_resnet_fpn_key, lambda k: "head.cls_logits.weight" if k.startswith("bbox_head") else None])
     assert list(renamed) == ["head.cls_logits.weight", "backbone.body.conv1.weight"]
+
+
+def test_a_file_mixing_both_layouts_is_refused_naming_both_keys():
+    state = {"backbone.body.conv1.weight": torch.zeros(1), "backbone.conv1.weight": torch.zeros(1)}
+    with pytest.raises(WeightsError, match=r"mixed\.pth: 'backbone\.body\.conv1\.weight' and 'backbone\.conv1\.weight'"):
+        rename_keys(state, [mmdet_resnet_fpn_key], path="mixed.pth")
