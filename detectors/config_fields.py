@@ -123,5 +123,21 @@ def build(cls: type, data: dict, path: str) -> Any:
     return cls(**kwargs)
 
 
+def rename_keys(cls: type, data: Any) -> Any:
+    """``data`` (a config mapping for dataclass ``cls``) with every ``RENAMED`` key under its new name,
+    recursively: how a config saved by an older release is read (a user's file still gets the error)."""
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return data
+    renamed = getattr(cls, "RENAMED", {})
+    out = {renamed.get(key, key) if renamed.get(key, key) not in data else key: value for key, value in data.items()}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        inner = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), hint)
+        if f.name in out and dataclasses.is_dataclass(inner):
+            out[f.name] = rename_keys(inner, out[f.name])
+    return out
+
+
 def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
