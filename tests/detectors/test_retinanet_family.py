@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from detectors.config import parse_config
@@ -10,6 +12,7 @@ from detectors.engine.trainer import fit
 from detectors.errors import ConfigError
 from detectors.zoo import DETECTORS, build_detector, family_of
 
+REPO = Path(__file__).resolve().parents[2]
 TERMS = ("loss/gt/cls", "loss/gt/box")
 
 
@@ -51,3 +54,23 @@ def test_retinanet_trains_and_evaluates_through_the_engine(tmp_path):
     assert metrics["loss/gt/cls"] > 0 and metrics["loss/gt/box"] > 0 and metrics["loss/distill"] > 0
     assert metrics["lr"] == pytest.approx(0.01)  # multistep after a 1-iteration warmup, no milestone in 1 epoch
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_mssd_train_runs_the_retinanet_smoke_config(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from study import tracking
+    from study.cli import main
+    from study.config import load_config, save_config
+
+    config = tmp_path / "retinanet.yaml"
+    cfg = load_config(REPO / "configs" / "retinanet-smoke.yaml", [
+        f"data.root={tmp_path / 'data'}", "data.synthetic.images=8", "train.batch_size=4", "train.epochs=1",
+        "train.max_steps_per_epoch=2", "eval.max_det=50"])
+    save_config(cfg, config)
+    assert main(["train", str(config), "--workdir", str(tmp_path / "runs")]) == 0
+    client = MlflowClient(tracking.default_tracking_uri(tmp_path / "runs"))
+    (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert run.info.status == "FINISHED" and run.data.params["train.schedule"] == "multistep"
+    assert set(TERMS) <= set(run.data.metrics) and "loss/gt/obj" not in run.data.metrics
