@@ -44,6 +44,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 STYLES = ("torchvision", "mmdet2")
+ANCHOR_CACHE_SIZE = 16  # input shapes whose anchors are kept (oldest dropped first)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,8 @@ class RetinaNet(nn.Module):
         """Per level the ``(h * w * A, 4)`` anchors of feature maps of ``shapes`` (cached per shape)."""
         key = (tuple(shapes), str(device))
         if key not in self._anchor_cache:
+            if len(self._anchor_cache) >= ANCHOR_CACHE_SIZE:  # rectangular evaluation brings many shapes
+                self._anchor_cache.pop(next(iter(self._anchor_cache)))
             self._anchor_cache[key] = [grid_anchors(base.to(device), shape, (s, s))
                                        for base, shape, s in zip(self.cell_anchors, shapes, STRIDES, strict=True)]
         return self._anchor_cache[key]
