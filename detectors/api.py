@@ -257,7 +257,17 @@ class Family:
     recipe: Recipe
     tap_sets: Mapping[str, TapSet]
     default_taps: str  # the name in tap_sets that DESIGN.md's reading gives
+    # The size CPU budgets and smoke runs train (``mssd reproduce --budget smoke|cpu``); None: sizes[0],
+    # the smallest real size (YOLOv5n). The ResNet-FPN families name their narrow test size here.
+    small_size: str | None = None
 
     def __post_init__(self) -> None:
         if self.default_taps not in self.tap_sets:
             raise ValueError(f"{self.name}: default_taps {self.default_taps!r} is not one of {sorted(self.tap_sets)}")
+        if self.small_size is not None and self.small_size not in self.sizes:
+            raise ValueError(f"{self.name}: small_size {self.small_size!r} is not one of {self.sizes}")
+
+    @property
+    def smallest(self) -> str:
+        """The size to train where compute is short (``small_size``, else the first size)."""
+        return self.small_size or self.sizes[0]

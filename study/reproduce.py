@@ -7,8 +7,9 @@
 2. picks the detectors: ``--detector`` or, by default, the table's ``default_detector`` (tables that
    compare detectors, 3 and 7, run every detector they name); each must be available in this
    platform (``detectors.zoo``), else one line says which is missing. The ``smoke`` and ``cpu`` budgets
-   run the smallest size of the detector's family (YOLOv5s -> YOLOv5n) and compare with the paper's
-   rows for the named detector;
+   run the smallest size of the detector's family (YOLOv5s -> YOLOv5n; a ResNet-FPN family's narrow
+   ``*_tiny``, ``Family.small_size``) at the family's stride multiple, and compare with the paper's rows
+   for the named detector;
 3. builds the base config from the budget (``BUDGETS``: a config file plus overrides; ``--set`` wins),
    then trains every row x seed one after another in this process (the rows of Tables 5 and 6 are not a
    grid: a baseline plus a sweep), each an MLflow child run of one parent run named after the study,
@@ -60,8 +61,12 @@ class Budget:
     description: str
 
 
-SMOKE_CONFIGS = {"yolov5": "configs/smoke.yaml", "yolox": "configs/yolox-smoke.yaml"}
-FULL_CONFIGS = {"yolov5": "configs/yolov5s-kitti.yaml", "yolox": "configs/yolox_s-kitti.yaml"}
+SMOKE_CONFIGS = {"yolov5": "configs/smoke.yaml", "yolox": "configs/yolox-smoke.yaml",
+                 "fcos": "configs/fcos-smoke.yaml", "retinanet": "configs/retinanet-smoke.yaml",
+                 "faster_rcnn": "configs/faster_rcnn-smoke.yaml", "cascade_rcnn": "configs/cascade_rcnn-smoke.yaml"}
+FULL_CONFIGS = {"yolov5": "configs/yolov5s-kitti.yaml", "yolox": "configs/yolox_s-kitti.yaml",
+                "fcos": "configs/fcos-kitti.yaml", "retinanet": "configs/retinanet-kitti.yaml",
+                "faster_rcnn": "configs/faster_rcnn-kitti.yaml", "cascade_rcnn": "configs/cascade_rcnn-kitti.yaml"}
 
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
@@ -153,7 +158,7 @@ def _detector_plan(table: PaperTable, budget: Budget, detector: str | None) -> l
                           "pass --detector for one that is")
     plan = []
     for paper_detector in wanted:
-        trained = family_of(paper_detector).sizes[0] if budget.smallest_size else paper_detector
+        trained = family_of(paper_detector).smallest if budget.smallest_size else paper_detector
         # The table's own rows for the trained size when it has them (Table 2 has YOLOv5n).
         plan.append((trained, trained if table.rows_for(trained) else paper_detector))
     return plan
@@ -166,7 +171,11 @@ def _base_config(budget: Budget, detector: str, overrides: list[str], workdir: s
     if family not in budget.configs:
         raise ConfigError(f"--budget {budget.name}: no config for the {family} family yet (it has "
                           f"{', '.join(budget.configs)}); pass --detector of one of those families")
-    pairs = [f"{k}={v}" for k, v in budget.overrides.items()]
+    # A budget's input size rounded up to the family's stride multiple (FCOS/RetinaNet 128, R-CNN 64).
+    multiple = family_of(detector).recipe.stride_multiple
+    overrides_for_family = {k: (-(-v // multiple) * multiple if k == "data.img_size" else v)
+                            for k, v in budget.overrides.items()}
+    pairs = [f"{k}={v}" for k, v in overrides_for_family.items()]
     if budget.synthetic_root is not None:
         pairs.append(f"data.root={Path(workdir).resolve() / budget.synthetic_root}")
     pairs.append(f"detector.name={detector}")

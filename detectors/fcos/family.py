@@ -61,5 +61,5 @@ def load_weights(model: Any, path: Path):
 
 FAMILY = Family(
     name="fcos", sizes=SIZES, build_model=build_model, build_loss=build_loss, load_weights=load_weights,
-    recipe=RECIPE, tap_sets=TAP_SETS, default_taps=DEFAULT_TAPS,
+    recipe=RECIPE, tap_sets=TAP_SETS, default_taps=DEFAULT_TAPS, small_size="fcos_tiny",
 )

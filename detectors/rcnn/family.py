@@ -64,8 +64,10 @@ def load_weights(model: Any, path: Path):
 FASTER_RCNN = Family(
     name="faster_rcnn", sizes=FASTER_SIZES, build_model=build_model, build_loss=build_loss,
     load_weights=load_weights, recipe=FASTER_RECIPE, tap_sets=TAP_SETS, default_taps=DEFAULT_TAPS,
+    small_size="fasterrcnn_tiny",
 )
 CASCADE_RCNN = Family(
     name="cascade_rcnn", sizes=CASCADE_SIZES, build_model=build_model, build_loss=build_loss,
     load_weights=load_weights, recipe=CASCADE_RECIPE, tap_sets=TAP_SETS, default_taps=DEFAULT_TAPS,
+    small_size="cascadercnn_tiny",
 )

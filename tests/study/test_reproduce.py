@@ -56,15 +56,32 @@ def test_a_bad_paper_table_is_one_line_naming_file_line_and_key(tmp_path, edit, 
 
 def test_a_table_whose_detectors_are_missing_is_refused_in_one_line_and_writes_nothing(tmp_path, capsys):
     from study.cli import main
+    from study.reproduce import BUDGETS, _detector_plan
 
+    path = tmp_path / "table7.yaml"
+    path.write_text(load_paper_table(7).path.read_text().replace("fcos_resnet50_fpn", "fcos_resnet101_fpn"))
+    with pytest.raises(ConfigError, match=r"table 7 needs detectors? fcos_resnet101_fpn, not available yet") as info:
+        _detector_plan(load_paper_table(path), BUDGETS["smoke"], None)
+    assert "\n" not in str(info.value)
     workdir = tmp_path / "runs"
-    assert main(["reproduce", "7", "--workdir", str(workdir)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("mssd: error: table 7 needs detectors") and "not available yet" in err
-    assert "fcos_resnet50_fpn" in err and "\n" not in err
-    assert not workdir.exists()
     assert main(["reproduce", "4", "--workdir", str(workdir)]) == 2
     assert "no paper table 4" in capsys.readouterr().err and not workdir.exists()
+
+
+def test_tables_3_and_7_train_every_family_small_on_a_cpu_budget_and_at_size_on_a_gpu():
+    from study.reproduce import BUDGETS, _base_config, _detector_plan
+
+    assert _detector_plan(load_paper_table(7), BUDGETS["cpu"], None) == [
+        ("yolov5n", "yolov5s"), ("yolox_nano", "yolox_s"), ("fcos_tiny", "fcos_resnet50_fpn"),
+        ("retinanet_tiny", "retinanet_resnet50_fpn"), ("fasterrcnn_tiny", "fasterrcnn_resnet50_fpn"),
+        ("cascadercnn_tiny", "cascadercnn_resnet50_fpn")]
+    assert [d for d, _ in _detector_plan(load_paper_table(3), BUDGETS["gpu"], None)] == [
+        "yolox_s", "fcos_resnet50_fpn"]
+    # The smoke budget's 64 px rounds up to each family's stride multiple; each family keeps its own recipe.
+    sizes = {d: _base_config(BUDGETS["smoke"], d, [], "runs").data.img_size
+             for d in ("yolov5n", "fcos_tiny", "fasterrcnn_tiny")}
+    assert sizes == {"yolov5n": 64, "fcos_tiny": 128, "fasterrcnn_tiny": 64}
+    assert _base_config(BUDGETS["cpu"], "retinanet_tiny", [], "runs").data.img_size == 256
 
 
 def test_budgets_pick_the_detector_and_the_papers_rows_to_compare_with():
