@@ -242,8 +242,10 @@ class LGDConfig:
 
     weight: float = _rule(1.0, ge=0.0)  # lambda of the distillation MSE (MODEL.DISTILLATOR.LAMBDA)
     teacher_weight: float = _rule(1.0, ge=0.0)  # the teacher map's detection loss (their losses_tea, weight 1)
-    hidden_dim: int = _rule(256, ge=8)  # D: label embeddings and interaction (their FPN width, 256)
-    heads: int = _rule(8, ge=1)  # attention heads (TEACHER.NR_TRANSFORMER_HEADS); must divide hidden_dim
+    # D, the width of the label embeddings, the interaction and the teacher maps; null: the median of the
+    # student's head-input channels (their FPN width, 256, for 256-channel FPNs and YOLOv5s; 128 for YOLOv5n).
+    hidden_dim: int | None = _rule(None, ge=8)
+    heads: int = _rule(8, ge=1)  # attention heads (TEACHER.NR_TRANSFORMER_HEADS); must divide D
     # Who queries in the relation adapter (TEACHER.INTERACT_PATTERN stuGuided / labelGuided).
     interaction: str = _rule("student_guided", choices=("student_guided", "label_guided"))
     context_box: bool = False  # a whole-image box per image (TEACHER.ADD_CONTEXT_BOX; their RetinaNet: true)
@@ -253,7 +255,7 @@ class LGDConfig:
     pre_distill_fraction: float = _rule(1 / 6, ge=0.0, lt=1.0)
 
     def __post_init__(self) -> None:
-        if self.hidden_dim % self.heads:
+        if self.hidden_dim is not None and self.hidden_dim % self.heads:
             raise ConfigError(f"losses.lgd.heads: must divide losses.lgd.hidden_dim {self.hidden_dim}, "
                               f"got {self.heads}")
 

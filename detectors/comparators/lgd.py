@@ -35,6 +35,13 @@ comparator's parameters join the student's SGD with the same hyperparameters, as
 alike), segmentation-mask descriptors, and their dummy 1-pixel box for an image without objects (here
 such an image just has no instance vectors; with ``context_box`` it still has its whole-image box).
 
+Size. LGD's modules are as wide as the neck: their D is the FPN's 256 channels. Here D is
+``losses.lgd.hidden_dim``, by default the median head-input width (``hidden_dim``: 256 for YOLOv5s, the
+paper's student, as for their FPNs; 128 for YOLOv5n). What does not scale with D, as in theirs: the label
+encoder's PointNet widths (64 / 128 / 1024 and two spatial transformers, about 2.8 M parameters, run on the
+T objects only, so almost no FLOPs) and the distillation adapters (three 3x3 convs at each level's own
+width). YOLOv5n, D = 128: about 6.5 M training-only parameters, of which adapters 2.3 M and label encoder 2.9 M.
+
 Terms: ``lgd`` = ``lgd/distill`` + ``lgd/teacher_gt`` (weighted: ``weight * L_distill``, ``teacher_weight *``
 the teacher map's detection loss per image).
 """
@@ -171,8 +178,9 @@ class LGDComparator(Comparator):
         super().__init__()
         self.cfg = cfg
         self.strides = tuple(sorted(int(s) for s in channels))
+        self.hidden_dim = hidden_dim(cfg, channels)
         self.teacher = LabelGuidedTeacher(
-            {int(s): int(c) for s, c in channels.items()}, num_classes, dim=cfg.hidden_dim, heads=cfg.heads,
+            {int(s): int(c) for s, c in channels.items()}, num_classes, dim=self.hidden_dim, heads=cfg.heads,
             interaction=cfg.interaction, context_box=cfg.context_box, detach_appearance=cfg.detach_appearance)
         self.adapters = nn.ModuleDict({str(s): _adapter(int(channels[s]), cfg.adapter_convs) for s in self.strides})
         # The student's head and loss: plain attributes (the detector is never a submodule of this module).
@@ -199,6 +207,20 @@ class LGDComparator(Comparator):
         distill = self.cfg.weight * lgd_distill_loss(students, [teacher_maps[s] for s in self.strides])
         teacher_gt = self.cfg.teacher_weight * teacher_gt
         return {"lgd": distill + teacher_gt, "lgd/distill": distill.detach(), "lgd/teacher_gt": teacher_gt.detach()}
+
+
+def hidden_dim(cfg: Any, channels: dict[int, int]) -> int:
+    """D: ``losses.lgd.hidden_dim``, or (null) the median of the student's head-input channels (the upper
+    middle for an even count). LGD's FPNs have 256 channels at every level, and D = 256 there; a YOLO neck
+    widens with the stride (YOLOv5n 64/128/256, YOLOv5s 128/256/512), so D follows the student's size."""
+    if cfg.hidden_dim is not None:
+        return int(cfg.hidden_dim)
+    widths = sorted(int(c) for c in channels.values())
+    dim = widths[len(widths) // 2]
+    if dim % cfg.heads:
+        raise ConfigError(f"losses.lgd.heads: must divide the hidden dim {dim} (the median of the student's "
+                          f"head-input channels {widths}), got {cfg.heads}; or set losses.lgd.hidden_dim")
+    return dim
 
 
 def _adapter(channels: int, convs: int) -> nn.Sequential:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from detectors.api import DetectorOutput
+from detectors.comparators.lgd import hidden_dim
 from detectors.config import parse_config
 from detectors.distillation import build_distillation_for, targets_to_boxes
 from detectors.engine.trainer import fit
@@ -137,6 +139,21 @@ def test_the_teacher_is_training_only_and_counted_apart():
     info = model_info(model, name="yolov5n", num_classes=3, img_size=64, distillation=distillation)
     assert info.training_parts["lgd"].params == count_params(distillation.comparator)
     assert info.training_parts["lgd"].gflops > 0
+
+
+def test_the_default_width_is_the_students_median_head_input_width():
+    cfg = parse_config({"detector": {"name": "yolov5n"}, "data": {"classes": CLASSES, "img_size": 64},
+                        "losses": {"method": "lgd"}})
+    assert cfg.losses.lgd.hidden_dim is None
+    lgd = build_distillation_for(cfg, build_detector("yolov5n", num_classes=3)).comparator
+    assert lgd.hidden_dim == 128  # YOLOv5n's head inputs: 64 / 128 / 256
+    assert lgd.teacher.student_proj["8"][0].out_channels == 128 and lgd.teacher.refine[0].out_channels == 128
+    assert lgd.teacher.to_level["16"].__class__.__name__ == "Identity"  # 128 already
+    rule = SimpleNamespace(hidden_dim=None, heads=8)
+    assert hidden_dim(rule, {8: 128, 16: 256, 32: 512}) == 256  # YOLOv5s, the paper's student
+    assert hidden_dim(rule, {s: 256 for s in (8, 16, 32, 64, 128)}) == 256  # LGD's FPN: their 256
+    with pytest.raises(ConfigError, match=r"losses\.lgd\.heads: must divide the hidden dim 36"):
+        hidden_dim(rule, {8: 20, 16: 36, 32: 72})
 
 
 def test_config_and_detector_errors_are_one_clear_line():
