@@ -191,8 +191,7 @@ class LGDComparator(Comparator):
     def start_epoch(self, epoch: int, epochs: int | None = None) -> None:
         """Epochs 1 .. floor(pre_distill_fraction * epochs) detach the student's side of the distillation.
 
-        Called by ``MethodDistillation.start_epoch`` once that forwards the trainer's epoch hook (it does not
-        yet: until then ``distilling`` stays true and LGD distils from the first epoch)."""
+        The trainer's epoch hook reaches here through ``MethodDistillation.start_epoch``."""
         pre = int(self.cfg.pre_distill_fraction * epochs) if epochs else 0
         self.distilling = int(epoch) > pre
 

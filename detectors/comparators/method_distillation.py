@@ -59,6 +59,10 @@ class MethodDistillation(nn.Module):
 
     def start_epoch(self, epoch: int, epochs: int | None = None) -> None:
         self.epoch = int(epoch)
+        # The comparator's own epoch hook (LGD's pre-distillation epochs: losses.lgd.pre_distill_fraction).
+        hook = getattr(self.comparator, "start_epoch", None)
+        if hook is not None:
+            hook(epoch, epochs)
 
     def weight_factor(self) -> float:
         if self.epoch is None:

@@ -122,12 +122,12 @@ def test_the_pre_distillation_epochs_detach_the_students_side():
     for epoch in (2, 3):  # of 10: epochs 1-2 are pre-distillation, 3 on distil
         model.zero_grad()
         distillation.zero_grad()
-        lgd.start_epoch(epoch, 10)
+        distillation.start_epoch(epoch, 10)  # the trainer's epoch hook, forwarded to the comparator
         distillation(model(images), TARGETS, 64, images=images)["lgd"].backward()
         seen.append((grads(model), grads(lgd.adapters)))
     assert seen[0][0] == 0 and seen[0][1] > 0  # the adapter learns, the student does not move
     assert seen[1][0] > 0
-    lgd.start_epoch(1, 1)  # floor(0.2 * 1) = 0 pre-distillation epochs: a one-epoch run distils at once
+    distillation.start_epoch(1, 1)  # floor(0.2 * 1) = 0 pre-distillation epochs: a one-epoch run distils at once
     assert lgd.distilling
 
 
