@@ -9,6 +9,8 @@
   key matches ``class_dependent`` (the class-prediction layers) are skipped and reported when their
   shape differs (another class count). Any missing or extra tensor (another family) or other shape
   difference (another width) is one ``WeightsError`` naming the file and the first such tensor.
+  An ImageNet ``resnet50`` file given to it goes into ``model.backbone.body`` (read once), so the
+  families' loaders need no branch of their own.
 - ``mmdet_resnet_fpn_key(key, fpn_levels=3)``: MMDetection's names for the ResNet + FPN part ->
   ours; families add their head's rules and pass both through ``rename_keys``.
 
@@ -46,9 +48,19 @@ def _drop_batch_counters(state: dict[str, Tensor], target: dict[str, Tensor]) ->
     return {k: v for k, v in state.items() if not (k.endswith(".num_batches_tracked") and k not in target)}
 
 
+def is_imagenet_resnet(state: dict[str, Tensor]) -> bool:
+    """torchvision's ImageNet classifier checkpoint (``conv1.weight`` ... ``fc.weight``), not a detector's."""
+    return "conv1.weight" in state and "fc.weight" in state
+
+
 def load_imagenet_resnet50(body: nn.Module, path: str | Path) -> LoadReport:
     """torchvision's ImageNet resnet50 state dict into ``body`` (a ``ResNet``); see the module docstring."""
-    state, source, names = read_state_dict(path)
+    return load_imagenet_state(body, *read_state_dict(path), path)
+
+
+def load_imagenet_state(body: nn.Module, state: dict[str, Tensor], source: str, names: list[str] | None,
+                        path: str | Path) -> LoadReport:
+    """``load_imagenet_resnet50`` on a state dict already read (``read_state_dict``'s three values)."""
     if "backbone.body.conv1.weight" in state:
         raise WeightsError(f"{path}: a detector checkpoint (backbone.body.* keys), expected torchvision's ImageNet "
                            "resnet50 state dict (conv1.*, layer1.*, ..., fc.*); load it with the detector's weights")
@@ -74,9 +86,13 @@ def load_detector_checkpoint(model: nn.Module, path: str | Path, *, class_depend
     """A torchvision-layout detector checkpoint into ``model``, strictly but for the class-dependent layers.
 
     ``expected`` completes the error messages ("torchvision's fcos_resnet50_fpn layout");
-    ``translate(state) -> state`` renames another code base's keys first (``rename_keys``).
+    ``translate(state) -> state`` renames another code base's keys first (``rename_keys``). torchvision's
+    ImageNet ``resnet50`` file (``is_imagenet_resnet``) goes into ``model.backbone.body`` only (its detection
+    recipes' ``weights_backbone`` start); the file is read once either way.
     """
     state, source, names = read_state_dict(path)
+    if is_imagenet_resnet(state):
+        return load_imagenet_state(model.backbone.body, state, source, names, path)
     if translate is not None:
         state = translate(state)
     return load_state_strict(model, state, path, source=source, class_dependent=class_dependent,

@@ -27,11 +27,10 @@ from torch import Tensor, nn
 from detectors.backbones.resnet_weights import (
     is_mmdet_state,
     load_detector_checkpoint,
-    load_imagenet_resnet50,
     mmdet_resnet_fpn_key,
     rename_keys,
 )
-from detectors.weights import LoadReport, read_state_dict
+from detectors.weights import LoadReport
 
 CLASS_PREDICTION_KEY = re.compile(r"^head\.classification_head\.cls_logits\.(weight|bias)$")
 
@@ -71,11 +70,6 @@ def translate(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return rename_keys(state, (mmdet_to_ours,)) if is_mmdet_state(state) else state
 
 
-def is_imagenet_resnet(state: dict[str, Tensor]) -> bool:
-    """torchvision's ImageNet classifier checkpoint (``conv1.weight`` ... ``fc.weight``), not a detector's."""
-    return "conv1.weight" in state and "fc.weight" in state
-
-
 def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     """Copy the weights of ``path`` into an FCOS ``model``; ``cls_logits`` skipped if the class count differs.
 
@@ -83,9 +77,6 @@ def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     ResNet only (torchvision's ``weights_backbone``, how its FCOS recipe starts); FPN and head keep their
     initialisation, and the report lists the classifier tensors it skipped.
     """
-    state, _source, _names = read_state_dict(path)
-    if is_imagenet_resnet(state):
-        return load_imagenet_resnet50(model.backbone.body, path)
     size = getattr(model, "size", "FCOS")
     style = getattr(model, "style", "torchvision")
     expected = (f"weights of {size} ({'MMDetection 2.x GN-head FCOS' if style == 'mmdet2' else 'torchvision'} "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
-from detectors.backbones.resnet_weights import load_imagenet_resnet50, load_state_strict
+from detectors.backbones.resnet_weights import is_imagenet_resnet, load_imagenet_state, load_state_strict
 from detectors.rcnn.mmdet_keys import is_mmdet_layout, mmdet_to_torchvision
 from detectors.weights import LoadReport, read_state_dict
 
@@ -29,8 +29,8 @@ CLASS_DEPENDENT = re.compile(r"^roi_heads\.box_predictor\.(\d+\.)?(cls_score|bbo
 def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     """Copy the weights of ``path`` into a ``TwoStageDetector``; see the module docstring."""
     state, source, names = read_state_dict(path)
-    if "conv1.weight" in state and "fc.weight" in state:  # torchvision's ImageNet resnet50 (weights_backbone)
-        return load_imagenet_resnet50(model.backbone.body, path)
+    if is_imagenet_resnet(state):  # torchvision's ImageNet resnet50 (weights_backbone)
+        return load_imagenet_state(model.backbone.body, state, source, names, path)
     if is_mmdet_layout(state):
         state = mmdet_to_torchvision(state, path, cascade=bool(getattr(model, "cascade", False)))
         source = "mmdetection"

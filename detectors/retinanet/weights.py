@@ -34,11 +34,10 @@ from torch import Tensor, nn
 from detectors.backbones.resnet_weights import (
     is_mmdet_state,
     load_detector_checkpoint,
-    load_imagenet_resnet50,
     mmdet_resnet_fpn_key,
     rename_keys,
 )
-from detectors.weights import LoadReport, read_state_dict
+from detectors.weights import LoadReport
 
 CLASS_PREDICTION_KEY = re.compile(r"^head\.classification_head\.cls_logits\.(weight|bias)$")
 
@@ -70,16 +69,8 @@ def translate(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return rename_keys(state, (mmdet_to_ours,)) if is_mmdet_state(state) else state
 
 
-def is_imagenet_resnet(state: dict[str, Tensor]) -> bool:
-    """torchvision's ImageNet classifier checkpoint (``conv1.weight`` ... ``fc.weight``), not a detector's."""
-    return "conv1.weight" in state and "fc.weight" in state
-
-
 def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     """Copy the weights of ``path`` into a RetinaNet ``model``; ``cls_logits`` skipped if the class count differs."""
-    state, _source, _names = read_state_dict(path)
-    if is_imagenet_resnet(state):
-        return load_imagenet_resnet50(model.backbone.body, path)
     size = getattr(model, "size", "RetinaNet")
     layout = ("MMDetection 2.x retinanet_r50_fpn layout, P6 from C5" if getattr(model, "style", "") == "mmdet2"
               else "torchvision's retinanet_resnet50_fpn layout; MMDetection's RetinaNet fits "
