@@ -251,6 +251,10 @@ class TrainConfig:
     eval_interval: int = _rule(1, ge=1)
     # Caps the steps per epoch: smoke tests and quick sweeps on a CPU. null = the whole epoch.
     max_steps_per_epoch: int | None = _rule(None, ge=1)
+    # Every N steps, the gradient of each eq-7 term w.r.t. the detector (norm, cosine with L_gt's) and the
+    # pre-clip gradient norm, logged as diag/* (detectors/engine/term_gradients.py). null: off (it costs
+    # one extra backward per term on the probed steps).
+    diagnose_every: int | None = _rule(None, ge=1)
 
     def __post_init__(self) -> None:
         """``lr_steps``: positive, fractions below 1 or whole epoch numbers, ascending."""

@@ -156,6 +156,19 @@ class Distillation(nn.Module):
             scale=self.scale,
         )
 
+    def contributions(self, gt_total: Tensor, terms: Mapping[str, Tensor], batch_size: int) -> dict[str, Tensor]:
+        """``total_loss`` split by term: ``{"gt", "distill_s", "distill_m", "distill_l", "mask"}``, each as
+        it is backpropagated (lambdas, warm-up factor, batch scale, eq 4's 1/k), summing to ``total_loss``.
+        What ``train.diagnose_every`` takes gradients of (``detectors/engine/term_gradients.py``)."""
+        factor = self.weight_factor()
+        scale = batch_size if self.scale == "batch" else 1
+        levels = len(self.mssd.weights) if self.mssd is not None else 1
+        parts = {"gt": gt_total}
+        for name in ("distill_s", "distill_m", "distill_l"):
+            parts[name] = terms[name] * (scale * factor * self.lambda_distill / levels)
+        parts["mask"] = terms["mask"] * (scale * factor * self.lambda_mask)
+        return parts
+
     def count_parameters(self) -> dict[str, int]:
         """Training-only parameters: ``{"mssd": projectors, "mad": adapters, "total": both}``."""
         mssd = count_params(self.mssd) if self.mssd is not None else 0

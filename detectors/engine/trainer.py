@@ -75,6 +75,7 @@ from detectors.engine.schedule import (
     set_multi_tensor,
 )
 from detectors.engine.step_timer import StepTimer
+from detectors.engine.term_gradients import TermGradientProbe
 from detectors.engine.validate import eval_loader, fitness, load_model_weights, resolve_device, validate
 from detectors.errors import ConfigError
 from detectors.zoo import build_detector_for, family_of
@@ -171,6 +172,8 @@ class Trainer:
         self.loss_read_interval = LOSS_READ_INTERVAL
         self.step_timer = StepTimer(self.device)
         self._forward_loss = self._compiled_forward_loss(train.compile)
+        self.probe = (TermGradientProbe(train.diagnose_every, self.model.parameters(), train.grad_clip)
+                      if train.diagnose_every else None)
 
         self.train_samples = load_samples(cfg.data, "train")
         self.val_samples = load_samples(cfg.data, "val")
@@ -242,7 +245,7 @@ class Trainer:
             settings = self.schedule.at(iteration, epoch - 1)
             apply_settings(self.optimizer, settings)
             self.step_timer.start()
-            items = self.train_step(batch, epoch, i + 1)
+            items = self.train_step(batch, epoch, i + 1, probe=self.probe is not None and self.probe.due(iteration))
             if iteration - last_step_at >= settings.accumulate:
                 self.optimizer_step()
                 last_step_at = iteration
@@ -258,6 +261,8 @@ class Trainer:
 
         metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[DECAY_GROUP]["lr"]}
         metrics.update({f"loss/{name}": value for name, value in self.loss_log.means().items()})
+        if self.probe is not None:
+            metrics.update(self.probe.epoch_metrics())
         metrics["time/train_steps"] = self.step_timer.seconds()
         metrics["time/eval"] = 0.0
         improved = False
@@ -279,14 +284,19 @@ class Trainer:
         self._emit("after_epoch", self, epoch, metrics)
         return metrics
 
-    def train_step(self, batch: Any, epoch: int, step: int) -> StepLosses:
+    def train_step(self, batch: Any, epoch: int, step: int, *, probe: bool = False) -> StepLosses:
         """Forward, eq 7, backward (no optimiser step). Returns the per-image terms, read lazily: they stay
-        on the device until ``loss_log`` reads them (see the module docstring)."""
+        on the device until ``loss_log`` reads them (see the module docstring). ``probe``: also take each
+        term's gradient first (``train.diagnose_every``; the uncompiled forward, the same graph)."""
         images = batch.images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = batch.targets.to(self.device, non_blocking=True)
-        loss, values = self._forward_loss(images, targets)
+        if probe:
+            loss, values, parts, scale = self.forward_loss(images, targets, keep_parts=True)
+            self.probe.probe(parts, scale)
+        else:
+            loss, values = self._forward_loss(images, targets)
         items = self.loss_log.add(values, epoch=epoch, step=step, batch_size=images.shape[0])
         self.scaler.scale(loss).backward()
         return items
@@ -295,8 +305,9 @@ class Trainer:
         """Read the pending loss terms now (raises ``NonFiniteLossError`` for a non-finite one)."""
         self.loss_log.read()
 
-    def forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq 7 in the family's batch convention, and the detached per-image terms in ``loss_terms`` order."""
+    def forward_loss(self, images: torch.Tensor, targets: torch.Tensor, *, keep_parts: bool = False) -> tuple:
+        """Eq 7 in the family's batch convention, and the detached per-image terms in ``loss_terms`` order;
+        ``keep_parts``: also the backpropagated loss split by term and the batch scale (the probe's input)."""
         batch_size = images.shape[0]
         with torch.autocast(self.device.type, enabled=self.amp):
             output = self._forward_model(images)
@@ -309,6 +320,10 @@ class Trainer:
         per_image = loss.detach() / scale
         values = torch.stack([per_image.float(), torch.stack(gt_items).sum(), *gt_items,
                               *(terms[k].detach().float() for k in self.distillation.term_names)])
+        if keep_parts:
+            split = getattr(self.distillation, "contributions", None)
+            parts = split(gt_total, terms, scale) if split else {"gt": gt_total, "method": loss - gt_total}
+            return loss, values, parts, scale
         return loss, values
 
     def _compiled_forward_loss(self, mode: str):
@@ -324,7 +339,12 @@ class Trainer:
         if self.cfg.train.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             # foreach: one norm and one scaling call over all gradients (torch's CPU default is a loop)
-            torch.nn.utils.clip_grad_norm_(self.parameters, max_norm=self.cfg.train.grad_clip, foreach=True)
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm=self.cfg.train.grad_clip, foreach=True)
+            if self.probe is not None:
+                self.probe.record_total_norm(norm)
+        elif self.probe is not None:
+            self.probe.record_total_norm(torch.nn.utils.get_total_norm(
+                [p.grad for p in self.parameters if p.grad is not None], foreach=True))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
