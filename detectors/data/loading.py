@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from detectors.config import DataConfig, SyntheticConfig
-from detectors.data.kitti import read_kitti
+from detectors.data.kitti import label_dir, read_kitti, split_file
 from detectors.data.sample import Sample
 from detectors.data.synthetic import GENERATOR_VERSION, MANIFEST, generate_synthetic_kitti
 from detectors.errors import DataFormatError
@@ -32,7 +32,27 @@ def split_source(data_cfg: DataConfig, split: str) -> str:
 
 
 def load_samples(data_cfg: DataConfig, split: str) -> list[Sample]:
-    """The samples of ``split`` (``"train"``, ``"val"`` or a literal split name/path) in file order."""
+    """The samples of ``split`` (``"train"``, ``"val"`` or a literal split name/path) in file order.
+
+    A split holding no object of ``data.classes`` is refused: a run on it trains on background and
+    evaluates to NaN (the usual cause: class names that differ from the labels', e.g. in case)."""
+    samples = _read_split(data_cfg, split)
+    if samples and not any(len(s.boxes) for s in samples):
+        raise DataFormatError(f"{_split_location(data_cfg, split)}: no object of data.classes "
+                              f"{list(data_cfg.classes)} in the {len(samples)} images of split {split!r}; check "
+                              "data.classes against the labels (names are case-sensitive)")
+    return samples
+
+
+def _split_location(data_cfg: DataConfig, split: str) -> Path:
+    """The file (or folder) that lists the split, for messages."""
+    source = split_source(data_cfg, split)
+    if data_cfg.format in ("kitti", "synthetic"):
+        return label_dir(data_cfg.root) if source == "all" else split_file(Path(data_cfg.root), source)
+    return Path(data_cfg.root) / source  # an absolute source stays itself
+
+
+def _read_split(data_cfg: DataConfig, split: str) -> list[Sample]:
     source = split_source(data_cfg, split)
     fmt = data_cfg.format
     if fmt == "synthetic":

@@ -67,9 +67,14 @@ class _Progress:
         print(f"epoch {epoch}/{self.epochs}  {shown}", flush=True)
 
 
-def done_line(metrics: dict[str, Any], best: Path | str) -> str:
-    """The last line of ``mssd train``: 4 significant digits, so an early mAP of 0.00012 does not read 0.0000."""
+def done_line(metrics: dict[str, Any], best: Path | str | None, last: Path | str | None = None) -> str:
+    """The last line of ``mssd train``: 4 significant digits, so an early mAP of 0.00012 does not read 0.0000.
+
+    ``best`` None: no epoch improved the fitness (every mAP was NaN), so no ``best.pt`` was written: say so
+    and name ``last``, rather than a path that does not exist."""
     shown = "  ".join(f"{k} {metrics[k]:.4g}" for k in ("map", "ap50", "ap75") if isinstance(metrics.get(k), float))
+    if best is None:
+        return f"done: {shown}  no best checkpoint (no epoch had a finite mAP); last checkpoint {last}"
     return f"done: {shown}  best checkpoint {best}"
 
 
@@ -111,7 +116,8 @@ def _train(args) -> int:
     left = logger.close("FINISHED")
     if left:
         print(f"mssd: {left} MLflow writes could not be made (store unreachable)", file=sys.stderr)
-    print(done_line(metrics, run_dir / "checkpoints" / "best.pt"))
+    best = run_dir / "checkpoints" / "best.pt"
+    print(done_line(metrics, best if best.is_file() else None, run_dir / "checkpoints" / "last.pt"))
     return 0
 
 
