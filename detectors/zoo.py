@@ -15,6 +15,7 @@ from detectors.fcos.family import FAMILY as FCOS
 from detectors.rcnn.family import CASCADE_RCNN, FASTER_RCNN
 from detectors.retinanet.family import FAMILY as RETINANET
 from detectors.yolov5.family import FAMILY as YOLOV5
+from detectors.yolov7.family import YOLOV3, YOLOV4, YOLOV7
 from detectors.yolox.family import FAMILY as YOLOX
 
 if TYPE_CHECKING:
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, Family] = {
     YOLOV5.name: YOLOV5,
     YOLOX.name: YOLOX,
+    YOLOV3.name: YOLOV3,
+    YOLOV4.name: YOLOV4,
+    YOLOV7.name: YOLOV7,
     FCOS.name: FCOS,
     FASTER_RCNN.name: FASTER_RCNN,
     CASCADE_RCNN.name: CASCADE_RCNN,
