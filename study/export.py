@@ -12,6 +12,7 @@ overrides; it is validated by the same loader ``mssd train`` uses, starts with p
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import yaml
 from detectors.config import config_to_dict
 from detectors.errors import MSSDError
 from study import tracking
-from study.config import apply_overrides, load_config, parse_override, save_config
+from study.config import apply_overrides, load_config, load_saved_config, parse_override, save_config
 from study.study_files import load_study_meta as study_meta  # noqa: F401  (also read by study.report)
 from study.study_files import study_dir, study_tracking_uri
 
@@ -36,17 +37,30 @@ class ExportedConfig:
     trial_id: str
     run_id: str
     value: float
+    trial: str = ""  # the study's name for the trial (t03), as the tune summary and report print it
 
 
 def rank_trials(records: list[tracking.TrialRecord], metric: str, mode: str) -> list[tracking.TrialRecord]:
-    """Eligible trials, best first: completed ones; ASHA-stopped ones only when nothing completed."""
+    """Eligible trials, best first: completed ones; ASHA-stopped ones only when nothing completed.
+
+    The study's one ranking: ``mssd tune``'s summary line, the parent run's ``mssd.best_trial`` tag,
+    ``mssd export`` and ``mssd report`` all call it, so they name the same best trial. Equal values go to
+    the earlier trial (the lower trial number, ``t03`` before ``t07``; unnumbered records keep their
+    order, which ``tracking.study_trials`` makes the start order)."""
     def ok(r: tracking.TrialRecord) -> bool:
         return tracking.is_finite_number(r.metrics.get(metric))
 
     pool = [r for r in records if r.status == "completed" and ok(r)]
     if not pool:
         pool = [r for r in records if r.status == "early_stopped" and ok(r)]
-    return sorted(pool, key=lambda r: r.metrics[metric], reverse=(mode == "max"))
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(pool, key=lambda r: (sign * r.metrics[metric], _trial_number(r)))
+
+
+def _trial_number(record: tracking.TrialRecord) -> float:
+    """``t03 gamma=0.05`` -> 3 (the study's trial names, ``mlflow_view.trial_run_name``); inf when unnamed."""
+    match = re.match(r"t(\d+)\b", record.name or "")
+    return int(match.group(1)) if match else math.inf
 
 
 def _param_value(text: str):
@@ -67,7 +81,7 @@ def export_best_configs(workdir: str | Path, study: str, out: str | Path, *, top
     ranked = rank_trials(tracking.study_trials(uri, study), metric, mode)
     if not ranked:
         raise ExportError(f"study {study!r} has no finished trial with a finite {metric} to export")
-    base = load_config(folder / "base-config.yaml")
+    base = load_saved_config(folder / "base-config.yaml")  # perhaps written by an older release
     out = Path(out)
     chosen = ranked[:top_k]
     exported = []
@@ -94,6 +108,7 @@ def export_best_configs(workdir: str | Path, study: str, out: str | Path, *, top
         save_config(cfg, path, header)
         load_config(path)  # what `mssd train` will do: must pass unchanged
         value = record.metrics[metric]
-        exported.append(ExportedConfig(path, record.trial_id, record.run_id, value if math.isfinite(value) else 0.0))
+        exported.append(ExportedConfig(path, record.trial_id, record.run_id, value if math.isfinite(value) else 0.0,
+                                       record.name.split(" ", 1)[0] if record.name else record.trial_id))
     tracking.log_parent_artifacts(uri, study, [e.path for e in exported], "export")
     return exported

@@ -3,7 +3,8 @@
 ``write_report(workdir, study, top=None) -> Report`` writes into ``<workdir>/<study>/report/``:
 
 - ``top_trials.txt``: every trial (or the first ``top``), ranked ones first, with its status
-  (completed, early_stopped, nonfinite, error, running), the metric, epochs run and the searched values;
+  (completed, early_stopped, nonfinite, error, running), the metric, epochs run and the searched values,
+  then each failed or non-finite trial's error line;
 - ``metric_vs_<param>.png``: the study metric against each searched parameter, completed and
   early-stopped trials apart (an early-stopped trial's metric is from fewer epochs);
 - ``parallel_coordinates.png``: every trial as a line across the parameters and the metric, each
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from study import tracking
 from study.export import rank_trials, study_meta, study_tracking_uri
+from study.report_evidence import write_evidence
 from study.report_plots import (
     Axis,
     Plot,
@@ -88,7 +90,7 @@ def trials_table(records: list[tracking.TrialRecord], metric: str, mode: str, ke
     for i, r in enumerate([*ranked, *rest], start=1):
         rank = str(i) if i <= len(ranked) else "-"
         epochs = r.metrics.get("epoch")
-        label = r.name.split(" ", 1)[0] if r.name else r.trial_id  # "t03": the values are the next columns
+        label = _trial_label(r)
         rows.append([rank, label, r.status, _fmt_metric(r.metrics.get(metric)),
                      "-" if epochs is None else str(int(epochs)), *(_fmt_param(r.params.get(k, "")) for k in keys)])
     shown = rows if top is None else rows[:top]
@@ -96,6 +98,22 @@ def trials_table(records: list[tracking.TrialRecord], metric: str, mode: str, ke
     if len(shown) < len(rows):
         table += f"\n({len(rows) - len(shown)} more trials: --top {len(rows)} lists them all)"
     return table
+
+
+def errors_section(records: list[tracking.TrialRecord]) -> str:
+    """Each failed or non-finite trial's error line (its ``mssd.error`` tag), under the table: the table's
+    row only says ``error``; this is what a user acts on."""
+    failed = [r for r in records if r.status in ("error", "nonfinite")]
+    if not failed:
+        return ""
+    lines = ["errors:"]
+    for r in sorted(failed, key=lambda r: _trial_label(r)):
+        lines.append(f"  {_trial_label(r)}  {r.error or '(no error recorded)'}")
+    return "\n".join(lines)
+
+
+def _trial_label(r: tracking.TrialRecord) -> str:
+    return r.name.split(" ", 1)[0] if r.name else r.trial_id  # "t03": the values are the table's next columns
 
 
 def _axis(param) -> Axis:
@@ -145,15 +163,27 @@ def write_report(workdir: str | Path, study: str, top: int | None = None) -> Rep
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = f"study {study}: {len(records)} trials (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")"
-    report = Report(table=summary + "\n" + trials_table(records, metric, mode, space.keys, top), folder=out)
+    errors = errors_section(records)
+    report = Report(table=summary + "\n" + trials_table(records, metric, mode, space.keys, top)
+                    + (f"\n{errors}" if errors else ""), folder=out)
     report.described, report.notes = write_plots(
         out, records, space, metric, mode, lambda run_id: tracking.metric_history(uri, run_id, metric))
     report.plots = [p.path for p in report.described]
+    evidence = write_evidence(out, records, space, metric, mode, meta.get("options", {}),
+                              _study_epochs(folder), lambda run_id: tracking.metric_history(uri, run_id, metric))
 
     text = report.table + "".join(f"\nnote: {n}" for n in report.notes) + "\n"
     (out / "top_trials.txt").write_text(text)
-    tracking.log_parent_artifacts(uri, study, [*report.plots, out / "top_trials.txt"], "report")
+    tracking.log_parent_artifacts(uri, study, [*report.plots, *evidence, out / "top_trials.txt"], "report")
     return report
+
+
+def _study_epochs(folder: Path) -> int:
+    """The epochs every trial of the study was to run (its base config's ``train.epochs``)."""
+    import yaml
+
+    base = yaml.safe_load((folder / "base-config.yaml").read_text()) or {}
+    return int((base.get("train") or {}).get("epochs") or 0)
 
 
 def write_plots(out: Path, records: list[tracking.TrialRecord], space: SearchSpace, metric: str, mode: str,

@@ -103,7 +103,7 @@ def _export(args) -> int:
 
     for item in export_best_configs(args.workdir, args.study, args.out, top_k=args.top_k, epochs=args.epochs,
                                     overrides=args.overrides):
-        print(f"wrote {item.path} (trial {item.trial_id}, run {item.run_id}, {item.value:.4f})")
+        print(f"wrote {item.path} (trial {item.trial or item.trial_id}, run {item.run_id}, {item.value:.4f})")
     return 0
 
 

@@ -21,6 +21,7 @@ class TrialRecord:
     metrics: dict[str, float]  # latest value of each metric
     searched: list[str]
     artifact_uri: str
+    error: str = ""  # mssd.error: the one line a failed or non-finite trial ended with
 
 
 def _experiment_id(mlflow_client: Any, study: str) -> str:
@@ -56,16 +57,18 @@ def study_trials(uri: str, study: str) -> list[TrialRecord]:
     """Every trial of a study (one record per child run), in creation order."""
     mlflow_client = client(uri)
     runs = search_all(mlflow_client, _experiment_id(mlflow_client, study), "tags.`mssd.role` = 'trial'")
-    records = []
-    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
-        tags = run.data.tags
-        records.append(TrialRecord(
-            run_id=run.info.run_id, trial_id=tags.get("mssd.trial_id", ""), name=run.info.run_name or "",
-            status=tags.get("mssd.status", "running"), params=dict(run.data.params),
-            metrics={k: float(v) for k, v in run.data.metrics.items()},
-            searched=[k for k in tags.get("mssd.searched", "").split(",") if k],
-            artifact_uri=run.info.artifact_uri))
-    return records
+    return [trial_record(run) for run in sorted(runs, key=lambda r: r.info.start_time or 0)]
+
+
+def trial_record(run: Any) -> TrialRecord:
+    """One trial's MLflow run as a ``TrialRecord`` (what ``study.export.rank_trials`` ranks)."""
+    tags = run.data.tags
+    return TrialRecord(
+        run_id=run.info.run_id, trial_id=tags.get("mssd.trial_id", ""), name=run.info.run_name or "",
+        status=tags.get("mssd.status", "running"), params=dict(run.data.params),
+        metrics={k: float(v) for k, v in run.data.metrics.items()},
+        searched=[k for k in tags.get("mssd.searched", "").split(",") if k],
+        artifact_uri=run.info.artifact_uri, error=tags.get("mssd.error", ""))
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:

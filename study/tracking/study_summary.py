@@ -13,10 +13,10 @@ current best.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
+from study.tracking.queries import trial_record
 from study.tracking.store import search_all
 from study.tracking.writer import log_params
 
@@ -24,16 +24,13 @@ STATUS_ORDER = ("completed", "early_stopped", "nonfinite", "error", "running", "
 
 
 def _best(runs: list[Any], metric: str, mode: str) -> Any | None:
-    """The best completed child run by the metric (ASHA-stopped ones only when none completed)."""
-    def value(run: Any) -> float | None:
-        v = run.data.metrics.get(metric)
-        return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+    """The best child run by the study's one ranking (``study.export.rank_trials``: completed trials,
+    ASHA-stopped ones only when none completed, ties to the earlier trial), so this tag, ``mssd tune``'s
+    summary and ``mssd export`` name the same trial."""
+    from study.export import rank_trials  # study.export reads studies through this package
 
-    for status in ("completed", "early_stopped"):
-        pool = [r for r in runs if r.data.tags.get("mssd.status") == status and value(r) is not None]
-        if pool:
-            return (max if mode == "max" else min)(pool, key=value)
-    return None
+    ranked = rank_trials([trial_record(r) for r in sorted(runs, key=lambda r: r.info.start_time or 0)], metric, mode)
+    return next(r for r in runs if r.info.run_id == ranked[0].run_id) if ranked else None
 
 
 def status_counts(runs: list[Any]) -> dict[str, int]:

@@ -29,7 +29,7 @@ from ray.tune.schedulers import ASHAScheduler
 from detectors.config import RunConfig, config_to_dict, parse_config
 from study import faults, mlflow_view, tracking
 from study.cluster import RayAddress
-from study.config import config_to_yaml, load_config
+from study.config import config_to_yaml, load_config, load_saved_config
 from study.errors import StudyError
 from study.search_space import SearchSpace, load_search_space
 from study.study_files import (
@@ -74,7 +74,7 @@ def _prepare(options: StudyOptions) -> tuple[StudyOptions, RunConfig, SearchSpac
         folder = study_dir(options.workdir, options.name)
         saved = StudyOptions(**{**meta["options"], "resume": True, "workdir": options.workdir,
                                 "verbose": options.verbose, "address": options.address or meta["options"]["address"]})
-        cfg = load_config(folder / BASE_CONFIG)
+        cfg = load_saved_config(folder / BASE_CONFIG)  # perhaps written by an older release
         space = load_search_space(folder / SEARCH_SPACE, cfg)
         return saved, _absolute_paths(cfg), space, folder, meta
     cfg = load_config(options.config, options.overrides)
@@ -177,18 +177,41 @@ def run_study(options: StudyOptions) -> StudySummary:
 def _summarise(options: StudyOptions, folder: Path, uri: str, results: Any, unlogged: int,
                elapsed: float) -> StudySummary:
     statuses: dict[str, int] = {}
-    best_trial, best_value = None, None
+    from_tune = []
     for result in results:
         metrics = result.metrics or {}
         state = "error" if result.error else trial_status(metrics)
         statuses[state] = statuses.get(state, 0) + 1
-        value = metrics.get(options.metric)
-        if state == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
-            better = best_value is None or (value > best_value if options.mode == "max" else value < best_value)
-            if better:
-                best_trial, best_value = metrics.get("trial_id"), float(value)
-    return StudySummary(options.name, folder, tracking.redact_uri(uri), statuses, best_trial, best_value,
-                        unlogged, elapsed, options.metric)
+        from_tune.append(tracking.TrialRecord(run_id="", trial_id=str(metrics.get("trial_id", "")), name="",
+                                              status=state, params={}, metrics=_numbers(metrics), searched=[],
+                                              artifact_uri=""))
+    best = _best_trial(options, uri, unlogged, from_tune)
+    return StudySummary(options.name, folder, tracking.redact_uri(uri), statuses,
+                        None if best is None else (best.name.split(" ", 1)[0] or best.trial_id),
+                        None if best is None else best.metrics[options.metric], unlogged, elapsed, options.metric)
+
+
+def _best_trial(options: StudyOptions, uri: str, unlogged: int,
+                from_tune: list[tracking.TrialRecord]) -> tracking.TrialRecord | None:
+    """The best trial by the study's one ranking (``study.export.rank_trials``) over what MLflow holds, as
+    ``mssd export`` and the parent run's tag see it (a resumed study: every driver's trials); only when
+    MLflow missed writes or cannot be read, Tune's own results of this driver."""
+    from study.export import rank_trials
+
+    if not unlogged:
+        try:
+            ranked = rank_trials(tracking.study_trials(uri, options.name), options.metric, options.mode)
+        except tracking.TrackingError:
+            ranked = None
+        if ranked is not None:
+            return ranked[0] if ranked else None
+    ranked = rank_trials(from_tune, options.metric, options.mode)
+    return ranked[0] if ranked else None
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def _finish_tracking(tracker: tracking.StudyTracker, status: str, timeout: float) -> int:
