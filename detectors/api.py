@@ -27,6 +27,7 @@ so that a resumed run behaves as the uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +239,12 @@ class TapSet:
         return tuple(sorted({p.stride for p in self.pairs}))
 
 
+@dataclass
+class NoGtSettings:
+    """The ``losses.gt`` block of a family whose L_gt reads no setting (an empty block): FCOS, RetinaNet
+    and the R-CNNs take their loss constants from the model, as torchvision does."""
+
+
 @dataclass(frozen=True)
 class Family:
     """Everything the engine needs from one detector family (one entry of ``detectors.zoo.FAMILIES``).
@@ -260,8 +267,13 @@ class Family:
     # The size CPU budgets and smoke runs train (``mssd reproduce --budget smoke|cpu``); None: sizes[0],
     # the smallest real size (YOLOv5n). The ResNet-FPN families name their narrow test size here.
     small_size: str | None = None
+    # The family's ``losses.gt`` block: a dataclass whose fields (``detectors.config_fields.rule``, with their
+    # checks) are exactly what its build_loss reads from ``cfg.losses.gt``; defaults are upstream's. Torch-free.
+    gt_config: type = NoGtSettings
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.gt_config, type) and dataclasses.is_dataclass(self.gt_config)):
+            raise ValueError(f"{self.name}: gt_config must be a dataclass type, got {self.gt_config!r}")
         if self.default_taps not in self.tap_sets:
             raise ValueError(f"{self.name}: default_taps {self.default_taps!r} is not one of {sorted(self.tap_sets)}")
         if self.small_size is not None and self.small_size not in self.sizes:

@@ -24,7 +24,9 @@ from detectors.config_fields import build as _build
 from detectors.config_fields import check_rules as _check_rules  # noqa: F401 (detectors.data.augment)
 from detectors.config_fields import convert as _convert  # noqa: F401 (detectors.data.augment)
 from detectors.config_fields import join as _join
+from detectors.config_fields import rename_keys as _rename_keys
 from detectors.config_fields import rule as _rule
+from detectors.config_gt import build_gt_config, drop_foreign_gt_keys, split_gt
 from detectors.config_methods import (  # noqa: F401 (re-exported: the run config's method blocks)
     COCO_ANCHORS,
     METHODS,
@@ -167,19 +169,13 @@ class MADConfig:
     mask_stride: int | None = _rule(None, ge=1)
 
 
-@dataclass
-class GtLossConfig:
-    """The detector's own loss (L_gt). box .. label_smoothing: YOLOv5's (hyp.scratch-low gains);
-    simota_prior: YOLOX's (its loss has no gains)."""
+def _default_gt_config() -> Any:
+    """The default detector's ``losses.gt`` block (``parse_config`` builds the running family's)."""
+    return family_of(DetectorConfig.name).gt_config()
 
-    box: float = _rule(0.05, ge=0.0)
-    obj: float = _rule(1.0, ge=0.0)
-    cls: float = _rule(0.5, ge=0.0)
-    anchor_t: float = _rule(4.0, gt=1.0)
-    label_smoothing: float = _rule(0.0, ge=0.0, lt=1.0)
-    # SimOTA's geometry prior: "main" (Megvii's main branch: centre within 1.5 strides) or "0.3.0" (their
-    # release: inside the box or within 2.5 strides); see the family's assignment module.
-    simota_prior: str = _rule("main", choices=("main", "0.3.0"))
+
+# The default detector's gt block type (YOLOv5's gains): the name older code and tests import.
+GtLossConfig = family_of(DetectorConfig.name).gt_config
 
 
 @dataclass
@@ -204,7 +200,9 @@ class LossesConfig:
     lgd: LGDConfig = _rule(factory=LGDConfig)
     lambda_distill: float = _rule(1.0, ge=0.0)
     lambda_mask: float = _rule(1.0, ge=0.0)
-    gt: GtLossConfig = _rule(factory=GtLossConfig)
+    # L_gt's settings: the detector family's own block (``Family.gt_config``; README "Configs"), parsed by
+    # parse_config against the running detector (typed Any: its type depends on detector.name).
+    gt: Any = _rule(factory=_default_gt_config)
     # batch: batch_size * (L_gt + terms); unscaled_terms: batch_size * L_gt + terms (docs/design-notes.md).
     scale: str = _rule("batch", choices=("batch", "unscaled_terms"))
     warmup: DistillWarmupConfig = _rule(factory=DistillWarmupConfig)
@@ -319,18 +317,31 @@ def parse_config(data: dict | None) -> RunConfig:
     Defaults come from the detector family's recipe first (``train.*``, ``data.augment.*`` and
     ``detector.taps``, see ``detectors.api.Recipe``), then from the dataclasses below.
     """
-    data = data or {}
-    cfg = _build(RunConfig, _with_family_defaults(data), "")
+    data, gt = split_gt(_with_family_defaults(data or {}))
+    cfg = _build(RunConfig, data, "")
+    cfg.losses.gt = build_gt_config(cfg.detector.name, gt)  # the running family's block (detectors.config_gt)
     if cfg.detector.taps is None:
         cfg.detector.taps = family_of(cfg.detector.name).default_taps
     _check_cross_fields(cfg)
     return cfg
 
 
+def parse_saved_config(data: dict) -> RunConfig:
+    """A config this or an older release saved (a checkpoint's, a study's base config) through today's
+    schema: renamed keys under their new names, and the ``losses.gt`` keys of other families dropped (an
+    older release wrote every family's into one block). A user's file goes through ``parse_config``."""
+    data = _rename_keys(RunConfig, data)
+    return parse_config(drop_foreign_gt_keys(data, _detector_name(data)))
+
+
+def _detector_name(data: dict) -> Any:
+    detector = data.get("detector")
+    return detector.get("name", DetectorConfig.name) if isinstance(detector, dict) else DetectorConfig.name
+
+
 def _with_family_defaults(data: dict) -> dict:
     """``data`` over the defaults of its detector's family (``data`` wins key by key)."""
-    detector = data.get("detector")
-    name = detector.get("name", DetectorConfig.name) if isinstance(detector, dict) else DetectorConfig.name
+    name = _detector_name(data)
     if not isinstance(name, str) or name not in DETECTORS:
         return data  # _build reports the bad name with the known ones
     family = family_of(name)
@@ -349,6 +360,26 @@ def _merge(base: dict, top: dict) -> dict:
 def config_to_dict(cfg: Any) -> dict:
     """The plain-dict form of a config (round-trips through ``parse_config``)."""
     return dataclasses.asdict(cfg)
+
+
+# losses.method -> the method blocks of ``losses`` it reads; ``used_config_dict`` leaves the others out.
+METHOD_BLOCKS: dict[str, tuple[str, ...]] = {
+    "mssd": ("mssd", "mad"), "kd": ("kd",), "fgfi": ("fgfi",), "defeat": ("defeat",), "lgd": ("lgd",), "none": (),
+}
+
+
+def used_config_dict(cfg: RunConfig) -> dict:
+    """What the run uses, as a plain dict (``mssd config show``, exported configs): the active method's
+    blocks only (mssd: mssd and mad; none: no block), ``distill`` only for a method with a teacher; the
+    family's own ``losses.gt`` as always. Reloads through ``parse_config`` to the same run; keep
+    ``config_to_dict`` where another method may be switched on later (a study's base config)."""
+    data = config_to_dict(cfg)
+    active = METHOD_BLOCKS[cfg.losses.method]
+    for block in {b for blocks in METHOD_BLOCKS.values() for b in blocks} - set(active):
+        data["losses"].pop(block)
+    if cfg.losses.method not in TEACHER_METHODS:
+        data.pop("distill")
+    return data
 
 
 def flatten_config(cfg: Any, prefix: str = "") -> dict[str, Any]:

@@ -188,11 +188,14 @@ def build_distillation_for(cfg: RunConfig, model: nn.Module, *, load_teacher: bo
 def per_image_loss(cfg: RunConfig, model: nn.Module, **gains: float) -> Any:
     """The family's detection loss for ``model`` as ``loss(output, targets) -> (L_gt per image, items)``:
     the backpropagated loss divided by the batch when the family scales it so, still carrying the graph.
-    ``gains`` replace fields of ``losses.gt`` (e.g. ``obj=0.0, cls=0.0`` for the regression part alone)."""
+    ``gains`` replace fields of ``losses.gt`` (e.g. ``obj=0.0, cls=0.0`` for the regression part alone); a
+    gain the family's block does not have is not applied (the caller checks the loss it gets, as KD does)."""
     from detectors.zoo import family_of
 
     family = family_of(cfg.detector.name)
-    run = dataclasses.replace(cfg, losses=dataclasses.replace(cfg.losses, gt=dataclasses.replace(cfg.losses.gt, **gains)))
+    fields = {f.name for f in dataclasses.fields(cfg.losses.gt)}
+    gt = dataclasses.replace(cfg.losses.gt, **{k: v for k, v in gains.items() if k in fields})
+    run = dataclasses.replace(cfg, losses=dataclasses.replace(cfg.losses, gt=gt))
     loss_fn = family.build_loss(model, run)
 
     def loss(output: Any, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from detectors.atomic_write import write_atomic
-from detectors.config import RunConfig, config_to_dict, parse_config
+from detectors.config import RunConfig, config_to_dict, parse_config, parse_saved_config, used_config_dict
 from detectors.errors import ConfigError
 
 _KEY_PATH = re.compile(r"^([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)")
@@ -136,9 +136,26 @@ def load_config(path: str | Path, overrides: list[str] | dict[str, Any] | None =
         raise ConfigError(_locate(str(exc), source, lines, pairs)) from None
 
 
-def config_to_yaml(cfg: RunConfig, header: list[str] | None = None) -> str:
-    """The YAML text of a config; ``header`` lines become leading ``#`` comments (e.g. provenance)."""
-    body = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+def load_saved_config(path: str | Path) -> RunConfig:
+    """A config file this platform wrote (a study's ``base-config.yaml``), read as ``load_config`` reads a
+    user's, except that an older release's keys are taken through today's schema
+    (``detectors.config.parse_saved_config``: renamed keys, other families' ``losses.gt`` keys dropped)."""
+    source = Path(path)
+    data, lines = read_yaml(source)
+    try:
+        return parse_saved_config(data)
+    except ConfigError as exc:
+        raise ConfigError(_locate(str(exc), source, lines, {})) from None
+
+
+def config_to_yaml(cfg: RunConfig, header: list[str] | None = None, *, used_only: bool = False) -> str:
+    """The YAML text of a config; ``header`` lines become leading ``#`` comments (e.g. provenance).
+
+    ``used_only``: what the run uses (``detectors.config.used_config_dict``: the active method's blocks
+    only), for configs a person reads and runs; else every block, for a study's base config, from which
+    runs with another ``losses.method`` are made."""
+    data = used_config_dict(cfg) if used_only else config_to_dict(cfg)
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
     comments = "".join(f"# {line}\n" for line in (header or []))
     return comments + body
 
@@ -149,4 +166,5 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def save_config(cfg: RunConfig, path: str | Path, header: list[str] | None = None) -> None:
-    write_text_atomic(path, config_to_yaml(cfg, header))
+    """Write the config a run uses (``used_only``) as YAML that ``load_config`` reads back to the same run."""
+    write_text_atomic(path, config_to_yaml(cfg, header, used_only=True))

@@ -178,7 +178,7 @@ def load_search_space(path: str | Path, base: RunConfig | None = None) -> Search
     specs = data["params"]
     if not isinstance(specs, dict) or not specs:
         raise ConfigError(f"{path}:{lines.get('params', 1)}: params: expected a non-empty mapping of config key paths")
-    known = flatten_config(RunConfig())
+    known = flatten_config(RunConfig() if base is None else base)  # losses.gt.* keys depend on the family
     params = []
     for key, spec in specs.items():
         line = lines.get(f"params.{key}", lines.get("params", 1))

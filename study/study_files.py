@@ -16,7 +16,7 @@ from typing import Any
 
 from detectors.errors import ConfigError
 from study import tracking
-from study.config import load_config, write_text_atomic
+from study.config import load_saved_config, write_text_atomic
 from study.errors import StudyError
 
 META_FILE = "study.json"
@@ -92,7 +92,7 @@ def study_tracking_uri(workdir: str | Path, meta: dict[str, Any]) -> str:
     """The store of an existing study, by the same rule ``mssd tune`` used (``tracking.resolve_tracking_uri``),
     refused when it is not the one next to the study (``check_store_placement``)."""
     base = study_dir(workdir, meta["name"]) / BASE_CONFIG
-    cfg_uri = load_config(base).tracking.uri if base.is_file() else None
+    cfg_uri = load_saved_config(base).tracking.uri if base.is_file() else None
     uri = tracking.resolve_tracking_uri(cfg_uri, workdir, recorded_tracking_uri(meta, workdir))
     check_store_placement(uri, workdir, meta)
     return uri

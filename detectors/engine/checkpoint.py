@@ -87,15 +87,15 @@ RESUME_MAY_CHANGE = ("tracking.", "data.root", "data.workers", "data.cache", "tr
 def check_resumable(saved_config: dict[str, Any], cfg: Any, path: str | os.PathLike) -> None:
     """A resumed run must compute what the interrupted one did: a one-line ``ConfigError`` naming the
     changed settings. Callable before anything is written (``mssd train --resume`` checks first)."""
-    from detectors.config import RunConfig, flatten_config, parse_config
-    from detectors.config_fields import rename_keys
+    from detectors.config import flatten_config, parse_saved_config
     from detectors.errors import ConfigError, MSSDError
 
     # The saved config through today's schema: a key added since the checkpoint was written takes its
-    # default (which keeps the old behaviour) instead of reading as a changed setting, and renamed keys
-    # (data.augment.hflip) read under their new names. A config today's schema refuses is compared as saved.
+    # default (which keeps the old behaviour) instead of reading as a changed setting, renamed keys
+    # (data.augment.hflip) read under their new names, and other families' losses.gt keys (one block held
+    # them all) are dropped. A config today's schema refuses is compared as saved.
     try:
-        old = flatten_config(parse_config(rename_keys(RunConfig, saved_config)))
+        old = flatten_config(parse_saved_config(saved_config))
     except MSSDError:
         old = flatten_config(saved_config)
     new = flatten_config(cfg)

@@ -6,10 +6,12 @@ config validation can read it cheaply. Tap sets are defined and documented in ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from detectors.api import DetectionLoss, Family, Recipe, TapSet
+from detectors.config_fields import rule
 from detectors.yolov5.taps import DEFAULT_TAPS, TAP_SETS
 
 SIZES = ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x", "yolov5s_convnext")
@@ -26,6 +28,18 @@ RECIPE = Recipe(
     lr0=0.01, lrf=0.1, momentum=0.937, weight_decay=0.0005, warmup_epochs=3.0, warmup_momentum=0.8,
     warmup_bias_lr=0.1, ema_decay=0.9999, nominal_batch=64, loss_scaled_by_batch=True,
 )
+
+
+@dataclass
+class YOLOv5GtConfig:
+    """``losses.gt`` of YOLOv5: Ultralytics' loss gains (hyp.scratch-low), before ``loss.py`` scales them
+    by levels, classes and image size as their train.py does."""
+
+    box: float = rule(0.05, ge=0.0)
+    obj: float = rule(1.0, ge=0.0)
+    cls: float = rule(0.5, ge=0.0)
+    anchor_t: float = rule(4.0, gt=1.0)  # a target matches an anchor within this width/height ratio
+    label_smoothing: float = rule(0.0, ge=0.0, lt=1.0)
 
 
 def build_model(size: str, num_classes: int, taps: TapSet | None = None, **options: Any):
@@ -56,5 +70,5 @@ def load_weights(model: Any, path: Path):
 
 FAMILY = Family(
     name="yolov5", sizes=SIZES, build_model=build_model, build_loss=build_loss, load_weights=load_weights,
-    recipe=RECIPE, tap_sets=TAP_SETS, default_taps=DEFAULT_TAPS,
+    recipe=RECIPE, tap_sets=TAP_SETS, default_taps=DEFAULT_TAPS, gt_config=YOLOv5GtConfig,
 )

@@ -6,10 +6,12 @@ config validation can read it cheaply. Tap sets: ``taps.py``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from detectors.api import DetectionLoss, Family, Recipe, TapSet
+from detectors.config_fields import rule
 from detectors.yolox.taps import DEFAULT_TAPS, TAP_SETS
 
 SIZES = ("yolox_nano", "yolox_tiny", "yolox_s", "yolox_m", "yolox_l", "yolox_x")
@@ -41,6 +43,15 @@ RECIPE = Recipe(
 )
 
 
+@dataclass
+class YOLOXGtConfig:
+    """``losses.gt`` of YOLOX: its loss has no gains; the one setting is SimOTA's geometry prior."""
+
+    # "main" (Megvii's main branch: a cell centre within 1.5 strides of the box centre) or "0.3.0" (their
+    # release: inside the box or within 2.5 strides); see assignment.py.
+    simota_prior: str = rule("main", choices=("main", "0.3.0"))
+
+
 def build_model(size: str, num_classes: int, taps: TapSet | None = None, **options: Any):
     from detectors.yolox.model import YOLOX
 
@@ -68,5 +79,5 @@ def load_weights(model: Any, path: Path):
 
 FAMILY = Family(
     name="yolox", sizes=SIZES, build_model=build_model, build_loss=build_loss, load_weights=load_weights,
-    recipe=RECIPE, tap_sets=TAP_SETS, default_taps=DEFAULT_TAPS,
+    recipe=RECIPE, tap_sets=TAP_SETS, default_taps=DEFAULT_TAPS, gt_config=YOLOXGtConfig,
 )

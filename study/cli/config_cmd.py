@@ -15,14 +15,15 @@ def register(subparsers) -> None:
 
 
 def _show(args) -> int:
-    from detectors.config import flatten_config
+    """What the run uses: the detector family's ``losses.gt`` keys and the active method's blocks only."""
+    from detectors.config import flatten_config, used_config_dict
     from study.config import config_to_yaml, load_config
 
     cfg = load_config(args.config, args.overrides)
     if args.yaml:
-        print(config_to_yaml(cfg), end="")
+        print(config_to_yaml(cfg, used_only=True), end="")
         return 0
-    flat = flatten_config(cfg)
+    flat = flatten_config(used_config_dict(cfg))
     width = max(map(len, flat))
     for key, value in flat.items():
         print(f"{key:<{width}}  {value}")
