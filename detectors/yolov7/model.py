@@ -154,8 +154,15 @@ class YOLOv7Family(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, *, conf: float = 0.25, iou: float = 0.45,
                 max_det: int = 300) -> list[Detections]:
-        """Per image: boxes (K, 4) xyxy input px, scores (K,), classes (K,) int64, after class-aware NMS."""
-        return non_max_suppression(self.inference_raw(images), conf=conf, iou=iou, max_det=max_det)
+        """Per image: boxes (K, 4) xyxy input px, scores (K,), classes (K,) int64, after class-aware NMS.
+
+        As their ``non_max_suppression``: score = objectness * class probability, except with one class,
+        where the score is the objectness alone (their comment: the class output is not trained then).
+        """
+        raw = self.inference_raw(images)
+        if self.num_classes == 1:
+            raw = torch.cat((raw[..., :5], torch.ones_like(raw[..., 5:])), -1)
+        return non_max_suppression(raw, conf=conf, iou=iou, max_det=max_det)
 
     @torch.no_grad()
     def fuse(self) -> YOLOv7Family:
