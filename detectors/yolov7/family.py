@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.api import DetectionLoss, Family, Recipe, TapSet
+from detectors.yolov7.gt_config import YOLOv7GtConfig, YOLOv7RepoGtConfig
 from detectors.yolov7.taps import FPN_DEFAULT_TAPS, FPN_TAP_SETS, PAN_DEFAULT_TAPS, PAN_TAP_SETS
 
 RECIPE = Recipe(
@@ -59,13 +60,16 @@ def load_weights(model: Any, path: Path):
 YOLOV3 = Family(
     name="yolov3", sizes=("yolov3", "yolov3_spp"), build_model=build_model, build_loss=build_loss,
     load_weights=load_weights, recipe=RECIPE, tap_sets=FPN_TAP_SETS, default_taps=FPN_DEFAULT_TAPS,
+    gt_config=YOLOv7RepoGtConfig,
 )
 YOLOV4 = Family(
     name="yolov4", sizes=("yolov4_csp",), build_model=build_model, build_loss=build_loss,
     load_weights=load_weights, recipe=RECIPE, tap_sets=PAN_TAP_SETS, default_taps=PAN_DEFAULT_TAPS,
+    gt_config=YOLOv7RepoGtConfig,
 )
 YOLOV7 = Family(
     name="yolov7", sizes=("yolov7_tiny", "yolov7", "yolov7x"), build_model=build_model, build_loss=build_loss,
     load_weights=load_weights, recipe=RECIPE, tap_sets=PAN_TAP_SETS, default_taps=PAN_DEFAULT_TAPS,
     small_size="yolov7_tiny",
+    gt_config=YOLOv7GtConfig,
 )
