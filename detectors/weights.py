@@ -153,3 +153,25 @@ def load_matching(model: nn.Module, path: str | Path, *, class_dependent: re.Pat
     # Skipped keys keep the model's own (freshly initialised) values.
     model.load_state_dict({**target, **to_load}, strict=True)
     return report
+
+
+def first_mismatch(target: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> str | None:
+    """Where ``state`` (a file's tensors) does not fit ``target`` (a model's ``state_dict()``), in one line:
+    the counts of missing, unexpected and reshaped tensors and the first of each. ``None`` when it fits.
+
+    torch's ``load_state_dict`` error is a multi-line list whose first line ("Error(s) in loading
+    state_dict for X:") says nothing; this is what a refusal prints instead."""
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    reshaped = [k for k in target if k in state and hasattr(state[k], "shape")
+                and tuple(state[k].shape) != tuple(target[k].shape)]
+    parts = []
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} tensor(s) of another shape, first {k} {tuple(state[k].shape)} in the file, "
+                     f"{tuple(target[k].shape)} in the model")
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) of the model missing from the file, first {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensor(s) in the file unknown to the model, first {unexpected[0]}")
+    return "; ".join(parts) or None

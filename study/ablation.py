@@ -10,9 +10,10 @@
    MLflow holds one experiment named after the ablation with one parent run and one child run per
    training (``study.tracking``), and the table is read back from there;
 3. it writes into ``<workdir>/<name>/ablation/``: ``ablation.md`` and ``ablation.csv`` (AP50, AP75,
-   APs, APm, APl, mAP over the seeds as mean +- sample std, in %; parameters and GFLOPs of each variant)
-   and ``ablation.png`` (grouped bars with std error bars), also logged to the parent run under
-   ``ablation/``.
+   APs, APm, APl, mAP over the seeds as mean +- sample std, in %; parameters and GFLOPs of each variant;
+   each variant's paired delta to the baseline per metric, seed by seed, with its 95 % CI, p-value and
+   n, ``study.seed_deltas``) and ``ablation.png`` (the values with std error bars beside the deltas with
+   their CIs), also logged to the parent run under ``ablation/``.
 
 Parameters and GFLOPs follow the paper's Table 2: the detector's plus the training-only modules the
 variant adds (MSSD projectors, MAD adapters; ``detectors.model_info``), at the config's input size.
@@ -26,14 +27,32 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from detectors.config import RunConfig, config_to_dict, parse_config
 from detectors.errors import ConfigError
 from study import tracking
 from study.config import load_config, write_text_atomic
-from study.grid_runs import GridOptions, format_pct, mean_std, resolve_backend, run_grid
+from study.grid_runs import GridOptions, mean_std, resolve_backend, run_grid
 from study.local_runs import LocalRun
+from study.paired_stats import PairedSummary
 from study.search_space import apply_params
+from study.seed_deltas import (
+    DELTA_CSV_FIELDS,
+    DELTA_LEGEND,
+    NO_PAIRS,
+    delta_csv,
+    delta_rows,
+    delta_summary,
+    draw_deltas,
+    format_delta_cell,
+    format_mean_sd,
+    plural,
+    seed_range,
+    seed_values,
+    table_digits,
+)
+from study.train_plan import check_data
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,9 @@ class VariantResult:
     training_params: int = 0
     gflops: float = 0.0
     training_gflops: float = 0.0
+    # metric key -> the paired delta to the baseline over the seeds both completed (fractions);
+    # the baseline's own row has none (NO_PAIRS).
+    deltas: dict[str, PairedSummary] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,6 +148,8 @@ def run_ablation(options: AblationOptions) -> AblationResult:
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, options.workdir)
     if backend == "local" and (folder / "ablation").exists():
         raise ConfigError(f"--name: ablation {name!r} already exists in {folder}; pass another --name")
+    if backend == "local":  # (ray: run_study runs the same checks before Ray starts)
+        check_data(cfg)  # data, images, detector.weights: refused before the folder or MLflow run exists
 
     base = config_to_dict(cfg)
     searched = [*SWITCHES, "seed"]
@@ -155,7 +179,8 @@ def _slug(variant: Variant) -> str:
 
 def _title(cfg: RunConfig, name: str, seeds: list[int]) -> str:
     return (f"Ablation {name}: {cfg.detector.name}, {cfg.data.format} data ({cfg.data.root}), "
-            f"{cfg.data.img_size} px, {cfg.train.epochs} epochs, seeds {seeds[0]}..{seeds[-1]}")
+            f"{cfg.data.img_size} px, {plural(cfg.train.epochs, 'epoch')}, {seed_range(seeds)}")
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,9 +198,10 @@ def summarise(records: list[tracking.TrialRecord], costs: dict[str, dict[str, fl
     """One ``VariantResult`` per Table 2 row from the study's MLflow trial records.
 
     A record belongs to the variant its logged ``losses.mssd.enabled`` / ``losses.mad.enabled`` params
-    name; only ``completed`` runs enter the statistics. ``costs``: ``variant_costs`` output.
+    name; only ``completed`` runs enter the statistics. Each variant's deltas pair its runs with the
+    baseline's by the ``seed`` param they logged. ``costs``: ``variant_costs`` output.
     """
-    rows = []
+    rows, per_seed = [], []
     for variant in VARIANTS:
         mine = [r for r in records
                 if (_as_bool(r.params.get(SWITCHES[0])), _as_bool(r.params.get(SWITCHES[1])))
@@ -183,11 +209,16 @@ def summarise(records: list[tracking.TrialRecord], costs: dict[str, dict[str, fl
         done = [r for r in mine if r.status == "completed"]
         metrics = {key: mean_std([r.metrics.get(key, math.nan) for r in done]) for key, _ in METRICS}
         row = VariantResult(variant, runs=len(done), failed=len(mine) - len(done), metrics=metrics)
+        per_seed.append({key: seed_values(done, key) for key, _ in METRICS})
         if costs:
             cost = costs[variant.name]
             row.params, row.training_params = int(cost["params"]), int(cost["training_params"])
             row.gflops, row.training_gflops = cost["gflops"], cost["training_gflops"]
         rows.append(row)
+    baseline = per_seed[0]  # VARIANTS[0]
+    for row, values in zip(rows, per_seed, strict=True):
+        row.deltas = {key: NO_PAIRS if row.variant is VARIANTS[0] else delta_summary(values[key], baseline[key])
+                      for key, _ in METRICS}
     return rows
 
 
@@ -213,19 +244,26 @@ def variant_costs(cfg: RunConfig) -> dict[str, dict[str, float]]:
 
 
 def format_markdown(rows: list[VariantResult], title: str = "") -> str:
-    header = ["variant", "MAD", "MSSD", "runs", *(t + " (%)" for _, t in METRICS), "params (M)", "GFLOPs"]
+    digits = table_digits(100 * v for r in rows for k, _ in METRICS for v in r.metrics[k])
+    header = ["variant", "MAD", "MSSD", "runs", *(t + " (%)" for _, t in METRICS), "ΔmAP vs baseline [95 % CI]",
+              "params (M)", "GFLOPs"]
     lines = [f"**{title}**", ""] if title else []
     lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     for r in rows:
         runs = f"{r.runs}" + (f" (+{r.failed} failed)" if r.failed else "")
+        delta = "baseline" if r.variant is VARIANTS[0] else format_delta_cell(r.deltas.get("map", NO_PAIRS), digits)
         cells = [r.variant.name, "✓" if r.variant.mad else "", "✓" if r.variant.mssd else "", runs,
-                 *(format_pct(r.metrics[k]) for k, _ in METRICS),
-                 f"{r.params / 1e6:.3f} (+{r.training_params / 1e6:.3f})",
+                 *(format_mean_sd(100 * r.metrics[k][0], 100 * r.metrics[k][1], r.runs, digits) for k, _ in METRICS),
+                 delta, f"{r.params / 1e6:.3f} (+{r.training_params / 1e6:.3f})",
                  f"{r.gflops:.3f} (+{r.training_gflops:.4f})"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Metrics: mean ± sample std over the completed seeds, in %. Params/GFLOPs: detector plus the "
-              "training-only modules of the variant (in brackets); the exported inference model is the "
-              "detector alone."]
+    lines += ["", "Metrics: mean ± sample std over the completed seeds, in % (one seed: n = 1, no spread). Δ: the "
+              "variant minus the baseline, seed by seed (the runs differ only in the switches), in points: mean "
+              "[95 % confidence interval, paired t]. Params/GFLOPs: detector plus the training-only modules of the "
+              "variant (in brackets); the exported inference model is the detector alone.", DELTA_LEGEND,
+              "", "Paired deltas against the baseline, every metric (points):", ""]
+    lines += delta_rows([((r.variant.name,), title_, r.deltas.get(k, NO_PAIRS)) for r in rows[1:]
+                         for k, title_ in METRICS], ["variant"], digits)
     return "\n".join(lines) + "\n"
 
 
@@ -234,34 +272,46 @@ def write_csv(rows: list[VariantResult], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["variant", "mad", "mssd", "runs", "failed",
                          *(f"{k}_{stat}" for k, _ in METRICS for stat in ("mean", "std")),
-                         "params", "training_params", "gflops", "training_gflops"])
+                         "params", "training_params", "gflops", "training_gflops",
+                         *(f"{k}_{f}" for k, _ in METRICS for f in DELTA_CSV_FIELDS)])
         for r in rows:
             writer.writerow([r.variant.name, r.variant.mad, r.variant.mssd, r.runs, r.failed,
                              *(f"{v:.6f}" for k, _ in METRICS for v in r.metrics[k]),
-                             r.params, r.training_params, f"{r.gflops:.6f}", f"{r.training_gflops:.6f}"])
+                             r.params, r.training_params, f"{r.gflops:.6f}", f"{r.training_gflops:.6f}",
+                             *(v for k, _ in METRICS for v in delta_csv(r.deltas.get(k, NO_PAIRS)))])
 
 
-def plot_bars(rows: list[VariantResult], path: Path, title: str = "") -> None:
-    import matplotlib
+def plot_bars(rows: list[VariantResult], path: Path, title: str = "") -> Any:
+    """Left: each metric per variant, mean ± std over the seeds; right: each variant's paired delta to the
+    baseline with its 95 % CI. One legend below both panels, so that it hides no bar."""
+    from study.report_plots import _pyplot, fit_title, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
     for i, r in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(METRICS))]
         means = [100 * r.metrics[k][0] for k, _ in METRICS]
         stds = [100 * r.metrics[k][1] for k, _ in METRICS]
-        ax.bar(xs, [0 if math.isnan(m) else m for m in means], width,
-               yerr=[0 if math.isnan(s) else s for s in stds], capsize=3, label=f"{r.variant.name} (n={r.runs})")
-    ax.set_xticks(range(len(METRICS)), [t for _, t in METRICS])
-    ax.set_ylabel("AP (%)")
-    ax.set_title(title or "MSSD / MAD ablation", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        left.bar(xs, [0 if math.isnan(m) else m for m in means], width, color=colors[i % len(colors)],
+                 yerr=[0 if math.isnan(s) else s for s in stds], capsize=3, label=f"{r.variant.name} (n={r.runs})")
+    others = rows[1:]
+    delta_width = 0.8 / max(len(others), 1)
+    for i, r in enumerate(others):
+        xs = [j + (i - (len(others) - 1) / 2) * delta_width for j in range(len(METRICS))]
+        draw_deltas(right, xs, [r.deltas.get(k, NO_PAIRS) for k, _ in METRICS], delta_width, 100.0,
+                    label=None, color=colors[(i + 1) % len(colors)])
+    for ax in (left, right):
+        ax.set_xticks(range(len(METRICS)), [t for _, t in METRICS])
+    left.set_ylabel("AP (%), mean ± std over seeds")
+    left.set_ylim(bottom=0)
+    right.set_ylabel("Δ vs baseline (points), 95 % CI")
+    right.set_title("paired delta to the baseline", fontsize=9)
+    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=len(rows), fontsize=8)
+    fit_title(fig, title or "MSSD / MAD ablation")
+    save_figure(fig, path)
+    return fig
 
 
 def write_outputs(rows: list[VariantResult], folder: Path, title: str = "") -> list[Path]:

@@ -107,6 +107,7 @@ def load_teacher_weights(model: nn.Module, path: str | Path, *, name: str, num_c
     class-prediction layers were skipped (another class count) would teach noise.
     """
     from detectors.engine.checkpoint import check_checkpoint, is_checkpoint
+    from detectors.weights import first_mismatch
 
     path = Path(path)
     if not path.is_file():
@@ -121,11 +122,10 @@ def load_teacher_weights(model: nn.Module, path: str | Path, *, name: str, num_c
         if saved and saved != name:
             raise TeacherError(f"{path}: a {saved} checkpoint, but distill.teacher.name is {name}")
         weights = state["ema"]["module"] if state.get("ema") else state["model"]
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise TeacherError(f"{path}: does not fit teacher {name} with {num_classes} classes: {first}") from None
+        mismatch = first_mismatch(model.state_dict(), weights)
+        if mismatch:
+            raise TeacherError(f"{path}: does not fit teacher {name} with {num_classes} classes: {mismatch}")
+        model.load_state_dict(weights)
         return
     try:
         report = family_of(name).load_weights(model, path)

@@ -30,12 +30,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detectors.data.image_file import check_size, read_image
 from detectors.data.sample import Sample
 from detectors.data.transforms import letterbox_meta
 from detectors.errors import DataFormatError
 
 CACHE_MODES = ("none", "ram", "disk")
-CACHE_VERSION = 1  # bump when what is stored changes (resize rule, layout)
+# Bump when what is stored changes (resize rule, layout). 2: images are decode-checked (a truncated JPEG
+# used to be cached with its grey rows); caches written before are rebuilt.
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -54,12 +57,8 @@ def resized_for_input(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _decode(sample: Sample, size: int) -> np.ndarray:
-    image = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataFormatError(f"{sample.image_path}: image not found or not readable")
-    if image.shape[0] != sample.height or image.shape[1] != sample.width:
-        raise DataFormatError(f"{sample.image_path}: image is {image.shape[1]}x{image.shape[0]}, "
-                              f"labels were read for {sample.width}x{sample.height}")
+    image = read_image(sample.image_path)  # names the file and what is wrong (missing, truncated, corrupt)
+    check_size(sample, image)
     return np.ascontiguousarray(resized_for_input(image, size))
 
 

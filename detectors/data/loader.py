@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from detectors.config import DataConfig
 from detectors.data.augment import AugmentParams, LabelledImage, augment_sample, letterboxed, resolve_augment
 from detectors.data.image_cache import ImageCache, build_image_cache
+from detectors.data.image_file import read_image
 from detectors.data.sample import Sample
 from detectors.data.transforms import LetterboxMeta, boxes_to_targets, letterbox_meta
 from detectors.errors import DataFormatError
@@ -52,14 +53,6 @@ class Batch:
         return Batch(self.images.to(device, non_blocking=non_blocking),
                      self.targets.to(device, non_blocking=non_blocking), self.metas, self.image_ids,
                      self.ignore.to(device, non_blocking=non_blocking))
-
-
-def read_image(path) -> np.ndarray:
-    """BGR uint8 (H, W, 3); a missing or unreadable file names its path."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataFormatError(f"{path}: image not found or not readable")
-    return image
 
 
 class ItemRequest(NamedTuple):

@@ -117,6 +117,7 @@ def load_model_weights(
     does), or anything the family's loader reads (``Family.load_weights``: state dicts, official files)."""
     from detectors.engine.checkpoint import check_checkpoint, is_checkpoint
     from detectors.errors import MSSDError
+    from detectors.weights import first_mismatch
 
     path = Path(path)
     try:
@@ -128,12 +129,12 @@ def load_model_weights(
     if is_checkpoint(raw):
         state = check_checkpoint(raw, path)
         weights = state["ema"]["module"] if state.get("ema") else state["model"]
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise MSSDError(f"{path}: checkpoint does not fit {type(model).__name__} "
-                            f"(different detector or class count?): {first}") from None
+        mismatch = first_mismatch(model.state_dict(), weights)
+        if mismatch:
+            saved = f"a {state['detector']} checkpoint" if state.get("detector") else "checkpoint"
+            raise MSSDError(f"{path}: {saved} does not fit this {type(model).__name__} "
+                            f"(another detector or class count?): {mismatch}")
+        model.load_state_dict(weights)
         return
     report = family_loader(model, path)
     log.info("initial weights: %s", report.summary())
