@@ -7,6 +7,12 @@ non-finite are never chosen. Each config is the study's base config with the tri
 (read back from the trial's MLflow params), optionally ``train.epochs = epochs`` and ``--set``
 overrides; it is validated by the same loader ``mssd train`` uses, starts with provenance comments
 (study, trial, run id, metric value, store), and is logged to the parent run under ``export/``.
+
+When ``mssd confirm`` has re-tested the study on fresh seeds (``<study>/confirm/confirm.json``), its
+verdict comes first: the confirmed best trial is rank 1 (its header gives the seeds and the paired delta
+with its 95 % CI); when no configuration beat the baseline beyond seed noise, rank 1 is the baseline
+(the base config with the method off) and says so, and the search's trials follow. Without a
+confirmation every header says the trial is a single-seed search result.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from detectors.config import config_to_dict
 from detectors.errors import MSSDError
 from study import tracking
 from study.config import apply_overrides, load_config, load_saved_config, parse_override, save_config
+from study.confirm_record import ConfirmRecord, read_record
 from study.study_files import load_study_meta as study_meta  # noqa: F401  (also read by study.report)
 from study.study_files import study_dir, study_tracking_uri
 
@@ -38,6 +45,7 @@ class ExportedConfig:
     run_id: str
     value: float
     trial: str = ""  # the study's name for the trial (t03), as the tune summary and report print it
+    provenance: str = ""  # confirmed on fresh seeds, the confirmation's baseline, or a single-seed search result
 
 
 def rank_trials(records: list[tracking.TrialRecord], metric: str, mode: str) -> list[tracking.TrialRecord]:
@@ -63,6 +71,18 @@ def _trial_number(record: tracking.TrialRecord) -> float:
     return int(match.group(1)) if match else math.inf
 
 
+def _confirmed_first(ranked: list[tracking.TrialRecord], confirmation: ConfirmRecord | None
+                     ) -> list[tracking.TrialRecord | None]:
+    """The export order: the confirmation's verdict first (a trial, or None for the baseline), then the
+    search's ranking."""
+    if confirmation is None:
+        return list(ranked)
+    if confirmation.baseline_wins:
+        return [None, *ranked]
+    best = next(r for r in ranked if r.run_id == confirmation.run_id)
+    return [best, *(r for r in ranked if r is not best)]
+
+
 def _param_value(text: str):
     return yaml.safe_load(text)
 
@@ -83,11 +103,21 @@ def export_best_configs(workdir: str | Path, study: str, out: str | Path, *, top
         raise ExportError(f"study {study!r} has no finished trial with a finite {metric} to export")
     base = load_saved_config(folder / "base-config.yaml")  # perhaps written by an older release
     out = Path(out)
-    chosen = ranked[:top_k]
+    confirmation = read_record(folder)
+    if confirmation and not confirmation.baseline_wins and confirmation.run_id not in {r.run_id for r in ranked}:
+        confirmation = None  # it names a trial the study no longer ranks: the search alone speaks
+    chosen = _confirmed_first(ranked, confirmation)[:top_k]
     exported = []
     for rank, record in enumerate(chosen, start=1):
         data = config_to_dict(base)
-        values = {key: _param_value(record.params[key]) for key in record.searched if key in record.params}
+        if record is None:  # the confirmation's verdict: the baseline
+            values = dict(confirmation.baseline_values)
+            note = confirmation.provenance()
+        else:
+            values = {key: _param_value(record.params[key]) for key in record.searched if key in record.params}
+            note = (confirmation.provenance() if confirmation and record.run_id == confirmation.run_id else
+                    f"best single-seed search trial, not confirmed on fresh seeds (`mssd confirm {study}` re-tests it)"
+                    if rank == 1 else "single-seed search trial, not confirmed on fresh seeds")
         apply_overrides(data, values)
         if epochs is not None:
             apply_overrides(data, {"train.epochs": epochs})
@@ -95,10 +125,12 @@ def export_best_configs(workdir: str | Path, study: str, out: str | Path, *, top
         path = out if len(chosen) == 1 else out.with_name(f"{out.stem}-{rank}{out.suffix or '.yaml'}")
         header = [
             f"Exported by `mssd export` from study {study!r} on {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
-            f"rank {rank} of {len(ranked)} eligible trials by {metric} ({mode}): "
-            f"trial {record.trial_id}, {metric} = {record.metrics[metric]:.6g} ({record.status})",
-            f"MLflow run {record.run_id} in {tracking.redact_uri(uri)}",
-            "searched: " + (", ".join(f"{k}={values[k]!r}" for k in values) or "(none)"),
+            note,
+            *([] if record is None else [
+                f"search rank {ranked.index(record) + 1} of {len(ranked)} eligible trials by {metric} ({mode}): "
+                f"trial {record.trial_id}, {metric} = {record.metrics[metric]:.6g} ({record.status})",
+                f"MLflow run {record.run_id} in {tracking.redact_uri(uri)}"]),
+            ("set: " if record is None else "searched: ") + (", ".join(f"{k}={values[k]!r}" for k in values) or "(none)"),
         ]
         if epochs is not None:
             header.append(f"train.epochs set to {epochs} (the sweep ran {base.train.epochs})")
@@ -107,8 +139,11 @@ def export_best_configs(workdir: str | Path, study: str, out: str | Path, *, top
         cfg = parse_config(data)
         save_config(cfg, path, header)
         load_config(path)  # what `mssd train` will do: must pass unchanged
+        if record is None:
+            exported.append(ExportedConfig(path, "baseline", "", math.nan, "baseline", note))
+            continue
         value = record.metrics[metric]
         exported.append(ExportedConfig(path, record.trial_id, record.run_id, value if math.isfinite(value) else 0.0,
-                                       record.name.split(" ", 1)[0] if record.name else record.trial_id))
+                                       record.name.split(" ", 1)[0] if record.name else record.trial_id, note))
     tracking.log_parent_artifacts(uri, study, [e.path for e in exported], "export")
     return exported

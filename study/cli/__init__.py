@@ -14,7 +14,7 @@ import sys
 from detectors.errors import MSSDError
 
 # Command modules, in the order their commands appear in --help.
-_COMMAND_MODULES = ("config_cmd", "data_cmd", "train_cmd", "study_cmd", "model_cmd", "ablate_cmd",
+_COMMAND_MODULES = ("config_cmd", "data_cmd", "train_cmd", "study_cmd", "confirm_cmd", "model_cmd", "ablate_cmd",
                     "compare_cmd", "reproduce_cmd")
 
 

@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     tune.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its last checkpoint")
     tune.add_argument("--keep-checkpoints", type=int, default=2, metavar="N", help="checkpoints kept per trial")
     tune.add_argument("--seed", type=int, help="Optuna sampler seed (default: the config's seed)")
+    tune.add_argument("--confirm", type=int, metavar="K",
+                      help="after the sweep, `mssd confirm` its top K trials against the baseline on fresh seeds")
+    tune.add_argument("--confirm-seeds", default="5", metavar="N|S1,S2,..", help="--confirm: fresh seeds")
     output = tune.add_mutually_exclusive_group()
     output.add_argument("--quiet", action="store_true", help="no live progress table")
     output.add_argument("--verbose", action="store_true",
@@ -89,12 +92,20 @@ def _tune(args) -> int:
         metric=args.metric, mode=args.mode, asha=args.asha, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, max_failures=args.max_failures,
         keep_checkpoints=args.keep_checkpoints, seed=args.seed, verbose=0 if args.quiet else 2 if args.verbose else None)
+    if args.confirm is not None:  # a typo must not wait for the end of the sweep
+        from study.confirm import check_confirm_arguments
+
+        check_confirm_arguments(args.confirm, args.confirm_seeds)
     summary = run_study(options)
     print(summary.describe(args.workdir))
     if not summary.succeeded:
         from study.errors import StudyError
 
         raise StudyError(summary.failure())
+    if args.confirm is not None:
+        from study.cli.confirm_cmd import confirm_after_sweep
+
+        confirm_after_sweep(args, summary.name, options)
     return 0
 
 
@@ -103,7 +114,10 @@ def _export(args) -> int:
 
     for item in export_best_configs(args.workdir, args.study, args.out, top_k=args.top_k, epochs=args.epochs,
                                     overrides=args.overrides):
-        print(f"wrote {item.path} (trial {item.trial or item.trial_id}, run {item.run_id}, {item.value:.4f})")
+        what = f"trial {item.trial or item.trial_id}, run {item.run_id}, {item.value:.4f}" if item.run_id else item.trial
+        print(f"wrote {item.path} ({what})")
+        if item.provenance:
+            print(f"  {item.provenance}")
     return 0
 
 
