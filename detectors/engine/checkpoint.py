@@ -102,8 +102,24 @@ def check_resumable(saved_config: dict[str, Any], cfg: Any, path: str | os.PathL
     changed = sorted(key for key in old.keys() | new.keys()
                      if old.get(key) != new.get(key) and not key.startswith(RESUME_MAY_CHANGE))
     if changed:
-        details = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:5])
-        raise ConfigError(f"{path}: cannot resume with a different config: {details}")
+        changed.sort(key=_importance)
+        shown = changed if len(changed) <= RESUME_SHOWN_CHANGES else changed[:RESUME_SHOWN_CHANGES]
+        details = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in shown)
+        more = f" and {len(changed) - len(shown)} more" if len(shown) < len(changed) else ""
+        raise ConfigError(f"{path}: cannot resume with a different config: {details}{more}")
+
+
+# What a refused resume lists first: the settings that make it another experiment altogether.
+RESUME_IMPORTANT = ("detector.name", "detector.", "data.format", "data.classes", "data.img_size", "data.",
+                    "losses.method", "seed", "losses.", "train.")
+RESUME_SHOWN_CHANGES = 12  # one line stays readable; the rest are counted ("and N more")
+
+
+def _importance(key: str) -> tuple[int, str]:
+    for rank, prefix in enumerate(RESUME_IMPORTANT):
+        if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
+            return rank, key
+    return len(RESUME_IMPORTANT), key
 
 
 # ---------------------------------------------------------------------------------------------
