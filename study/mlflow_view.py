@@ -14,13 +14,16 @@ What the UI does with them (read from MLflow 3.17's UI code, checked in a real b
   metric against each searched parameter.
 - Child runs are named after the trial and its searched values (``t07 gamma=0.05 sigma2=2``).
 
-Nothing here imports mlflow: ``study.tracking`` writes these tags, ``mssd ui`` prints the URL.
+Nothing here imports mlflow: ``study.tracking`` writes these tags, ``mssd ui`` prints the URL (after
+``check_port``: a URL on a port another process owns would open that process's page).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -133,3 +136,27 @@ def study_url(base: str, experiment_id: str, with_view: bool = True) -> str:
     """The study's runs page in the model-training view, opened on the trials view when it exists."""
     query = WORKFLOW_QUERY + (f"&viewStateShareKey={quote(VIEW_KEY)}" if with_view else "")
     return f"{base.rstrip('/')}/#/experiments/{quote(str(experiment_id))}/runs?{query}"
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line (``ConfigError``), a ``--port`` the UI cannot serve on ``host``: out of range, or
+    bound by another process. A bind test with ``SO_REUSEADDR``, as the server binds: a port left in
+    TIME_WAIT by a UI that just stopped is free, one with a listener is not."""
+    from detectors.errors import ConfigError
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port: expected a port in 1..65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"--port {port}: {host}:{port} is already in use by another process; pass "
+                                  "another --port") from None
+            raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})") from None

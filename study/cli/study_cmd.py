@@ -140,6 +140,7 @@ def _ui(args) -> int:
     from study import mlflow_view, tracking
     from study.study_files import load_study_meta, study_tracking_uri
 
+    mlflow_view.check_port(args.host, args.port)  # before a URL is printed: it would open another server
     uri = study_tracking_uri(args.workdir, load_study_meta(args.workdir, args.study)) if args.study \
         else tracking.resolve_tracking_uri(None, args.workdir)
     tracking.check_tracking(uri)
