@@ -36,7 +36,7 @@ def load_samples(data_cfg: DataConfig, split: str) -> list[Sample]:
 
     A split holding no object of ``data.classes`` is refused: a run on it trains on background and
     evaluates to NaN (the usual cause: class names that differ from the labels', e.g. in case)."""
-    samples = _read_split(data_cfg, split)
+    samples = read_split(data_cfg, split)
     if samples and not any(len(s.boxes) for s in samples):
         raise DataFormatError(f"{_split_location(data_cfg, split)}: no object of data.classes "
                               f"{list(data_cfg.classes)} in the {len(samples)} images of split {split!r}; check "
@@ -52,7 +52,8 @@ def _split_location(data_cfg: DataConfig, split: str) -> Path:
     return Path(data_cfg.root) / source  # an absolute source stays itself
 
 
-def _read_split(data_cfg: DataConfig, split: str) -> list[Sample]:
+def read_split(data_cfg: DataConfig, split: str) -> list[Sample]:
+    """``load_samples`` without the refusal of a split with no object (``mssd data stats`` shows it)."""
     source = split_source(data_cfg, split)
     fmt = data_cfg.format
     if fmt == "synthetic":

@@ -1,4 +1,5 @@
-"""``mssd data synth|stats|evaluate``: generate, inspect and score KITTI-layout datasets."""
+"""``mssd data synth|stats|evaluate``: generate datasets, count their objects (every ``data.format``: a config
+or a folder with ``--format``), score KITTI-format results."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from detectors.errors import MSSDError
 
 DEFAULT_CLASSES = "Car,Pedestrian,Cyclist"
+STATS_FORMATS = ("kitti", "coco", "yolo")  # a folder's layouts; synthetic is kitti on disk (or give its config)
 
 
 def register(subparsers) -> None:
@@ -29,11 +31,21 @@ def register(subparsers) -> None:
     synth.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     synth.set_defaults(handler=_synth)
 
-    stats = actions.add_parser("stats", help="images, objects per class and per COCO size bucket")
-    stats.add_argument("root", metavar="DIR", type=Path, help="a KITTI-layout folder")
+    stats = actions.add_parser("stats", help="images, objects per class and per COCO size bucket, any data.format")
+    stats.add_argument("root", metavar="SOURCE", type=Path,
+                       help="a config YAML (its data section: any data.format, train and val splits) or a dataset "
+                            "folder read as --format")
+    stats.add_argument("--format", choices=STATS_FORMATS, default=None,
+                       help="layout of a SOURCE folder (default kitti); ignored for a config, which names its own")
     stats.add_argument("--split", default=None,
-                       help="ImageSets split name (default: every split listed in ImageSets, then all labels)")
-    stats.add_argument("--classes", default=DEFAULT_CLASSES, help=f"class names (default {DEFAULT_CLASSES})")
+                       help="split(s), comma-separated: kitti an ImageSets name, coco an annotation JSON, yolo an "
+                            "image folder or list file, relative to SOURCE; a config: train and/or val (default: "
+                            "kitti every ImageSets split then all labels, coco every *.json, yolo every "
+                            "images/<split> folder, a config train,val)")
+    stats.add_argument("--images", default=None, metavar="DIR",
+                       help="coco: the folder the JSON's file_name entries are relative to (default SOURCE)")
+    stats.add_argument("--classes", default=None,
+                       help=f"class names (default: the config's data.classes, else {DEFAULT_CLASSES})")
     stats.set_defaults(handler=_stats)
 
     evaluate = actions.add_parser("evaluate", help="COCO-style AP of KITTI-format result files")
@@ -80,26 +92,73 @@ def _synth(args) -> int:
 
 def _split_names(root: Path) -> list[str]:
     sets = root / "ImageSets"
-    names = sorted(p.stem for p in sets.glob("*.txt")) if sets.is_dir() else []
     # train first, then val, then the rest: the order people read them in
-    return sorted(names, key=lambda n: ({"train": 0, "val": 1}.get(n, 2), n))
+    return _train_first(sorted(p.stem for p in sets.glob("*.txt")) if sets.is_dir() else [], lambda n: n)
 
 
 def _stats(args) -> int:
     import warnings
 
-    from detectors.data.kitti import read_kitti
+    from detectors.data.loading import read_split
     from detectors.data.stats import dataset_stats, format_stats
 
-    classes = _classes(args.classes)
-    splits = [args.split] if args.split else _split_names(args.root) + ["all"]
+    data_cfg, splits = _stats_source(args)
+    classes = list(data_cfg.classes)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        blocks = [format_stats(dataset_stats(read_kitti(args.root, s, classes), classes), f"[{s}]") for s in splits]
+        blocks = [format_stats(dataset_stats(read_split(data_cfg, s), classes), f"[{s}]") for s in splits]
     print("\n\n".join(blocks))
     for message in {str(w.message) for w in caught}:
         print(f"warning: {message}", file=sys.stderr)
     return 0
+
+
+def _stats_source(args):
+    """``(DataConfig, splits)`` for ``mssd data stats``: a config's data section, or a folder read as ``--format``."""
+    from dataclasses import replace
+
+    from detectors.config import DataConfig
+
+    root: Path = args.root
+    if root.is_file() and root.suffix in (".yaml", ".yml"):
+        from study.config import load_config
+
+        data_cfg = load_config(root, []).data
+        if args.classes:
+            data_cfg = replace(data_cfg, classes=_classes(args.classes))
+        splits = _split_list(args.split) or ["train", "val"]
+        bad = [s for s in splits if s not in ("train", "val")]
+        if bad:
+            raise MSSDError(f"--split {bad[0]}: a config names its splits train and val (data.train, data.val)")
+        return data_cfg, splits
+    if not root.is_dir():
+        raise MSSDError(f"{root}: no such folder or config file (expected a dataset folder or a config .yaml)")
+    fmt = args.format or "kitti"
+    data_cfg = DataConfig(format=fmt, root=str(root), images=args.images,
+                          classes=_classes(args.classes or DEFAULT_CLASSES))
+    splits = _split_list(args.split) or _default_splits(root, fmt)
+    if not splits:
+        expected = {"coco": "an annotation *.json", "yolo": "images/<split> folders"}[fmt]
+        raise MSSDError(f"{root}: no split found for --format {fmt} (expected {expected}); name one with --split")
+    return data_cfg, splits
+
+
+def _split_list(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def _default_splits(root: Path, fmt: str) -> list[str]:
+    if fmt == "kitti":
+        return _split_names(root) + ["all"]
+    if fmt == "coco":
+        return _train_first(sorted(p.name for p in root.glob("*.json")), lambda n: Path(n).stem)
+    images = root / "images"
+    return _train_first(sorted(f"images/{p.name}" for p in images.iterdir() if p.is_dir()) if images.is_dir() else [],
+                        lambda n: Path(n).name)
+
+
+def _train_first(names: list[str], key) -> list[str]:
+    return sorted(names, key=lambda n: ({"train": 0, "val": 1}.get(key(n), 2), n))
 
 
 def _evaluate(args) -> int:
