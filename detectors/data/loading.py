@@ -85,9 +85,17 @@ def _manifest_matches(root: Path, wanted: dict) -> bool | None:
     """True/False for a generated set with the same/other settings; None when there is no manifest."""
     try:
         found = json.loads((root / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
     return all(found.get(k) == v for k, v in wanted.items())
+
+
+def _refuse_foreign(root: Path, state: bool | None) -> None:
+    if state is None and root.is_dir() and any(root.iterdir()):
+        raise DataFormatError(f"{root}: data.format is synthetic but this non-empty folder was not written "
+                              f"by the generator (no {MANIFEST}); point data.root at a new folder")
+    if state is None and root.exists() and not root.is_dir():
+        raise DataFormatError(f"{root}: data.format is synthetic but data.root is a file; point it at a folder")
 
 
 @contextlib.contextmanager
@@ -105,15 +113,17 @@ def ensure_synthetic(root: str | Path, synth: SyntheticConfig, *, workers: int |
     """Generate the synthetic set into ``root`` unless it is already there with these settings."""
     root = Path(root)
     wanted = _wanted_manifest(synth)
-    if _manifest_matches(root, wanted):
+    state = _manifest_matches(root, wanted)
+    if state:
         return root
+    # Refused before the lock file is created, so that a refusal leaves nothing behind. Safe without the
+    # lock: a folder without a manifest only ever gains one by being replaced by the generator's rename.
+    _refuse_foreign(root, state)
     with _locked(root.parent / f".{root.name}.lock"):
         state = _manifest_matches(root, wanted)  # another process may have finished meanwhile
         if state:
             return root
-        if state is None and root.exists() and any(root.iterdir()):
-            raise DataFormatError(f"{root}: data.format is synthetic but this non-empty folder was not written "
-                                  f"by the generator (no {MANIFEST}); point data.root at a new folder")
+        _refuse_foreign(root, state)
         tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         generate_synthetic_kitti(tmp, images=synth.images, seed=synth.seed, width=synth.width,
