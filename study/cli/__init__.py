@@ -23,8 +23,11 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (not action.option_strings or "(default" in text or action.default in (None, False, [], argparse.SUPPRESS)
-                or text == argparse.SUPPRESS):
+        # A switch (--verbose, --no-asha) takes no value: its default is the switch not given, and
+        # store_false's True would read as if the switch were on by default.
+        switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction))
+        if (not action.option_strings or switch or "(default" in text
+                or action.default in (None, False, [], argparse.SUPPRESS) or text == argparse.SUPPRESS):
             return text
         return f"{text} (default: %(default)s)"
 

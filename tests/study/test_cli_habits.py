@@ -46,7 +46,9 @@ def test_every_option_has_help_and_shows_its_default():
                 if action.help != argparse.SUPPRESS:
                     missing.append(label)
                 continue
-            shown = action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings
+            switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                         argparse._StoreConstAction))  # no value: nothing to show
+            shown = action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings and not switch
             if shown and "(default" not in formatter._expand_help(action):
                 no_default.append(label)
     assert not missing, f"options without help: {missing}"
