@@ -9,6 +9,7 @@ message. ``detectors.config`` defines the schema with these; nothing here knows 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -93,7 +94,10 @@ def check_rules(value: Any, checks: dict[str, Any], path: str) -> None:
     if value is None:
         return
     if "choices" in checks and value not in checks["choices"]:
-        raise ConfigError(f"{path}: expected one of {', '.join(map(str, checks['choices']))}, got {value!r}")
+        choices = [str(c) for c in checks["choices"]]
+        close = difflib.get_close_matches(str(value), choices, n=1)  # yolo5s -> yolov5s, Car -> car
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"{path}: expected one of {', '.join(choices)}, got {value!r}{hint}")
     if isinstance(value, float) and math.isnan(value):
         raise ConfigError(f"{path}: expected a number, got nan")
     bounds = (("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),

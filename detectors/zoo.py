@@ -2,11 +2,12 @@
 
 ``FAMILIES`` is written out by hand (no decorator registry): adding a family means adding its
 ``Family`` (``detectors/<family>/family.py``, torch-free) here. Everything else (config validation,
-``build_detector``, the trainer, ``mssd model info``) reads this table and never names a family.
+``build_detector``, the trainer, ``mssd model info|list``) reads this table and never names a family.
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
 
 from detectors.api import Family, TapSet
@@ -37,12 +38,44 @@ FAMILIES: dict[str, Family] = {
 DETECTORS: dict[str, Family] = {size: family for family in FAMILIES.values() for size in family.sizes}
 
 
+# The implementation each family is checked against (parity scripts in benchmarks/), for ``mssd model list``.
+REFERENCES: dict[str, str] = {
+    "yolov5": "Ultralytics YOLOv5 v7.0",
+    "yolox": "Megvii-BaseDetection/YOLOX",
+    "yolov6": "meituan/YOLOv6 0.2.1",
+    "yolov3": "WongKinYiu/yolov7 cfg/baseline (yolov3, yolov3-spp)",
+    "yolov4": "WongKinYiu/yolov7 cfg/baseline/yolov4-csp.yaml",
+    "yolov7": "WongKinYiu/yolov7",
+    "fcos": "torchvision 0.26 (MMDetection 2.x preset: _mmdet2)",
+    "faster_rcnn": "torchvision 0.26",
+    "cascade_rcnn": "torchvision-style names, MMDetection 2.x importer",
+    "retinanet": "torchvision 0.26 (MMDetection 2.x preset: _mmdet2)",
+}
+
+
 def family_of(name: str) -> Family:
     """The family of detector ``name``; ``ConfigError`` naming the known detectors otherwise."""
     family = DETECTORS.get(name)
     if family is None:
-        raise ConfigError(f"detector.name: unknown detector {name!r}, expected one of {', '.join(DETECTORS)}")
+        close = difflib.get_close_matches(str(name), DETECTORS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"detector.name: unknown detector {name!r}{hint} (expected one of {', '.join(DETECTORS)})")
     return family
+
+
+def count_parameters(name: str, num_classes: int) -> int:
+    """Parameters of detector ``name`` as built for ``num_classes`` classes (``mssd model list``).
+
+    Built on the meta device (shapes only, no memory, ~0.05 s even for 100 M parameters); a family
+    whose initialisation writes values (YOLOv5's bias priors) is built on the CPU instead."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = build_detector(name, num_classes=num_classes)
+    except (NotImplementedError, RuntimeError):  # "Cannot copy out of meta tensor"
+        model = build_detector(name, num_classes=num_classes)
+    return sum(p.numel() for p in model.parameters())
 
 
 def tap_set(name: str, taps: str | None = None) -> TapSet:
