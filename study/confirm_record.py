@@ -19,6 +19,7 @@ from study.config import write_text_atomic
 CONFIRM_DIR = "confirm"
 RECORD = "confirm.json"
 BASELINE = "baseline"
+AP_KEYS = ("map", "ap50", "ap75", "aps", "apm", "apl")  # fractions, shown x100 (points)
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,17 @@ class ConfirmRecord:
     def baseline_wins(self) -> bool:
         return self.best == BASELINE
 
-    def provenance(self, scale: float = 100.0) -> str:
-        """One line for an exported config's header."""
+    def provenance(self) -> str:
+        """One line for an exported config's header (AP metrics in points, as the tables show them)."""
         seeds = ", ".join(str(s) for s in self.seeds)
+        scale, unit = (100.0, " points") if self.metric in AP_KEYS else (1.0, "")
         if self.baseline_wins:
             return (f"mssd confirm: no configuration beats the baseline beyond seed noise on seeds {seeds}; "
                     f"this is the baseline (method off: "
                     + ", ".join(f"{k}={v!r}" for k, v in self.baseline_values.items()) + ")")
         return (f"confirmed on seeds {seeds}: delta {self.metric} {self.delta * scale:+.2f} "
-                f"[{self.ci_low * scale:+.2f}, {self.ci_high * scale:+.2f}] (95 % CI, paired over seeds, "
-                f"x{scale:g}) against the baseline; search trial {self.best}")
+                f"[{self.ci_low * scale:+.2f}, {self.ci_high * scale:+.2f}]{unit} (95 % CI, paired over seeds) "
+                f"against the baseline; search trial {self.best}")
 
 
 def record_path(study_folder: Path) -> Path:
