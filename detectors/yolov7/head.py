@@ -97,11 +97,11 @@ class Detect(nn.Module):
         self.register_buffer("anchors", pixels / stride.view(-1, 1, 1))  # grid units
         self.register_buffer("anchor_grid", pixels.clone().view(self.nl, 1, -1, 1, 1, 2))  # pixels
         self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in in_channels)
-        self._initialize_biases()
+        self._initialize_biases([float(s) for s in strides])
 
-    def _initialize_biases(self) -> None:
+    def _initialize_biases(self, strides: list[float]) -> None:
         """Upstream's prior (Focal Loss paper, sec 3.3): ~8 objects per 640 image; class prob 0.6 / (nc - 0.99)."""
-        for conv, s in zip(self.m, self.stride.tolist(), strict=True):
+        for conv, s in zip(self.m, strides, strict=True):  # plain floats: also on the meta device
             with torch.no_grad():
                 b = conv.bias.view(self.na, self.no)
                 b[:, 4] += math.log(8 / (640 / s) ** 2)
