@@ -108,3 +108,17 @@ def test_the_baseline_turns_the_method_off_and_keeps_the_recipe():
     assert recipe.train.lr0 == 0.02 and not recipe.losses.mssd.enabled
     kd = baseline_config(load_config(REPO / "configs" / "smoke.yaml", ["losses.method=kd"]), {})
     assert kd.losses.method == "none"
+
+
+@pytest.mark.parametrize(("flags", "expected"), [(["--confirm", "0"], "--confirm: expected at least 1, got 0"),
+                                                 (["--confirm", "2", "--confirm-seeds", "1"],
+                                                  "--confirm-seeds: expected at least 2 seeds")])
+def test_tune_refuses_a_bad_confirm_request_before_the_sweep_starts(tmp_path, capsys, flags, expected):
+    from study.cli import main
+
+    workdir = tmp_path / "runs"
+    code = main(["tune", str(REPO / "configs" / "smoke.yaml"), "--space", str(REPO / "search_spaces" / "mssd.yaml"),
+                 "--workdir", str(workdir), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and expected in err and "\n" not in err
+    assert not workdir.exists()
