@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from study import tracking
-from study.export import rank_trials, study_meta, study_tracking_uri
+from study.errors import StudyError
+from study.export import rank_trials, study_tracking_uri
 from study.report_evidence import write_evidence
 from study.report_plots import (
     Axis,
@@ -38,6 +39,7 @@ from study.report_plots import (
     parallel_coordinates,
 )
 from study.search_space import SearchSpace, load_search_space
+from study.study_files import SEARCH_SPACE, find_study_meta
 
 PLOT_FILES = ("parallel_coordinates.png", "learning_curves.png", "param_importance.png")
 LEARNING_CURVES = 5
@@ -149,8 +151,11 @@ def trial_points(records: list[tracking.TrialRecord], space: SearchSpace, metric
 
 
 def write_report(workdir: str | Path, study: str, top: int | None = None) -> Report:
-    meta = study_meta(workdir, study)
+    meta = find_study_meta(workdir, study)  # a tune study, or an ablate / compare folder trained in-process
     folder = Path(workdir).resolve() / study
+    if not (folder / SEARCH_SPACE).is_file():  # mssd reproduce: a paper table, not a search
+        raise StudyError(f"{study}: written by {meta.get('written_by', 'another command')}, which has no search space "
+                         f"to report on; its tables and plots are under {folder}, its runs in `mssd ui {study}`")
     out = folder / "report"
     out.mkdir(parents=True, exist_ok=True)
     uri = study_tracking_uri(workdir, meta)

@@ -49,6 +49,24 @@ def load_study_meta(workdir: str | Path, name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+# Folders ``mssd reproduce / compare / ablate`` write when their runs train in this process (no Ray, so no
+# study.json): named after the output folder inside them. Their runs are ranked by mAP (study.grid_runs).
+GRID_FOLDERS = {"reproduce": "mssd reproduce", "compare": "mssd compare", "ablation": "mssd ablate"}
+
+
+def find_study_meta(workdir: str | Path, name: str) -> dict[str, Any]:
+    """What ``mssd ui`` and ``mssd report`` need of any folder the user sees in ``<workdir>``: a tune study's
+    ``study.json``, or for a reproduce / compare / ablate folder without one the same keys (its name, the
+    metric its runs are ranked by, ``written_by`` the command). A folder that is neither: ``load_study_meta``'s
+    error."""
+    folder = study_dir(workdir, name)
+    if not (folder / META_FILE).is_file() and (folder / BASE_CONFIG).is_file():
+        kind = next((k for k in GRID_FOLDERS if (folder / k).is_dir()), None)
+        return {"name": name, "metric": "map", "mode": "max",
+                "written_by": GRID_FOLDERS[kind] if kind else "mssd ablate / compare / reproduce"}
+    return load_study_meta(workdir, name)
+
+
 def write_study_files(folder: Path, meta: dict[str, Any], config_text: str, space_text: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / BASE_CONFIG, config_text)

@@ -138,10 +138,10 @@ def _ui(args) -> int:
     import subprocess
 
     from study import mlflow_view, tracking
-    from study.study_files import load_study_meta, study_tracking_uri
+    from study.study_files import find_study_meta, study_tracking_uri
 
     mlflow_view.check_port(args.host, args.port)  # before a URL is printed: it would open another server
-    uri = study_tracking_uri(args.workdir, load_study_meta(args.workdir, args.study)) if args.study \
+    uri = study_tracking_uri(args.workdir, find_study_meta(args.workdir, args.study)) if args.study \
         else tracking.resolve_tracking_uri(None, args.workdir)
     tracking.check_tracking(uri)
     base = f"http://{args.host}:{args.port}"
