@@ -26,6 +26,8 @@ def tables(history: list[dict], epochs: list[int]) -> str:
     for title, prefix, fmt in (("value per image", "diag/value/", "{:.4f}"), ("gradient norm", "diag/grad/", "{:.3f}"),
                                ("cosine with L_gt's gradient", "diag/cos/", "{:+.2f}")):
         parts = [p for p in present if f"{prefix}{p}" in rows[0]]
+        if not parts:  # the baseline has no part besides L_gt to compare with it
+            continue
         out += [f"**{title}**", "", "| epoch | " + " | ".join(parts) + " |", "| --- |" + " --- |" * len(parts)]
         out += [f"| {int(m['epoch'])} | " + " | ".join(fmt.format(m[f'{prefix}{p}']) for p in parts) + " |" for m in rows]
         out.append("")
