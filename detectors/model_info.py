@@ -15,7 +15,9 @@ the fused model, so the two agree (YOLOv5s, 80 classes, 640: 16.4).
 Parameter counts: ``params`` is ``sum(p.numel())`` of the model as built (Ultralytics' build summary,
 e.g. YOLOv5s 7,235,389); ``params_fused`` is the count after folding BatchNorm into the preceding conv
 (each BN's weight and bias become one conv bias per channel), the figure Ultralytics prints after
-"Fusing layers..." and rounds in its README (YOLOv5s 7,225,885).
+"Fusing layers..." and rounds in its README (YOLOv5s 7,225,885); for a detector with its own ``fuse()``
+(re-parameterisation, e.g. YOLOv7's RepConv and implicit terms) it is the count of the fused copy
+(YOLOv7, 3 classes: 37,207,344 trained, 36,490,696 deployed, the paper's 36.49 M).
 """
 
 from __future__ import annotations
@@ -61,7 +63,17 @@ def count_params(module: nn.Module) -> int:
 
 
 def count_params_fused(module: nn.Module) -> int:
-    """Parameters after Conv+BN fusion: each BatchNorm2d's 2C parameters become C conv biases."""
+    """Parameters of the deployment form. A detector with a ``fuse()`` method (its re-parameterisation:
+    RepVGG / RepConv branches, implicit terms, Conv+BN, in place, outputs unchanged) is counted on a fused
+    copy; otherwise after Conv+BN fusion: each BatchNorm2d's 2C parameters become C conv biases."""
+    fuse = getattr(module, "fuse", None)
+    if callable(fuse):
+        import copy
+
+        deployed = copy.deepcopy(module)
+        with torch.no_grad():
+            deployed.fuse()
+        return count_params(deployed)
     bn_channels = sum(m.num_features for m in module.modules() if isinstance(m, nn.BatchNorm2d))
     return count_params(module) - bn_channels
 
