@@ -45,8 +45,9 @@ for _dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16, torc
     _TORCH_GLOBALS[("torch", str(_dtype).removeprefix("torch."))] = _dtype
 
 # Modules whose classes become placeholders: Ultralytics' code (``models.`` from their repository,
-# ``yolov5.models.`` from the PyPI ``yolov5`` package's train.py) and torch.nn's module classes.
-_PLACEHOLDER_PREFIXES = ("models.", "yolov5.models.", "torch.nn.modules.")
+# ``yolov5.models.`` from the PyPI ``yolov5`` package's train.py), meituan/YOLOv6's model and layer classes
+# (``yolov6.models.yolo.Model``, ``yolov6.layers.common.RepVGGBlock`` ...) and torch.nn's module classes.
+_PLACEHOLDER_PREFIXES = ("models.", "yolov5.models.", "yolov6.models.", "yolov6.layers.", "torch.nn.modules.")
 # Harmless value types that appear in saved options/metrics (Ultralytics' opt, YOLOX's AP); read as Opaque.
 _OPAQUE_GLOBALS = {
     ("numpy.core.multiarray", "scalar"),

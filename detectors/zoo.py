@@ -16,6 +16,7 @@ from detectors.fcos.family import FAMILY as FCOS
 from detectors.rcnn.family import CASCADE_RCNN, FASTER_RCNN
 from detectors.retinanet.family import FAMILY as RETINANET
 from detectors.yolov5.family import FAMILY as YOLOV5
+from detectors.yolov6.family import FAMILY as YOLOV6
 from detectors.yolov7.family import YOLOV3, YOLOV4, YOLOV7
 from detectors.yolox.family import FAMILY as YOLOX
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, Family] = {
     YOLOV5.name: YOLOV5,
     YOLOX.name: YOLOX,
+    YOLOV6.name: YOLOV6,
     YOLOV3.name: YOLOV3,
     YOLOV4.name: YOLOV4,
     YOLOV7.name: YOLOV7,

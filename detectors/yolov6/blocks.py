@@ -91,7 +91,7 @@ class RepVGGBlock(nn.Module):
         super().__init__()
         if kernel_size != 3:
             raise ValueError(f"RepVGGBlock: kernel_size must be 3, got {kernel_size}")
-        self.in_channels, self.out_channels = c_in, c_out
+        self.in_channels, self.out_channels, self.stride = c_in, c_out, stride
         self.nonlinearity = nn.ReLU()
         self.se = nn.Identity()  # their use_se=False
         self.rbr_identity = batch_norm(c_in) if c_in == c_out and stride == 1 else None
@@ -102,7 +102,17 @@ class RepVGGBlock(nn.Module):
         if hasattr(self, "rbr_reparam"):
             return self.nonlinearity(self.se(self.rbr_reparam(x)))
         identity = 0 if self.rbr_identity is None else self.rbr_identity(x)
-        return self.nonlinearity(self.se(self.rbr_dense(x) + self.rbr_1x1(x) + identity))
+        return self.nonlinearity(self.se(self.rbr_dense(x) + self._pointwise(x) + identity))
+
+    def _pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1 x 1 branch. On channels_last inputs (the trainer's) a strided branch runs at stride 1 on every
+        stride-th pixel, the same sums: torch 2.13's CPU backward of a strided 1 x 1 conv with fewer than 16
+        input channels in channels_last (the stem's 3, YOLOv6-T's 24 is fine) crashes the process. NCHW
+        inputs take their strided conv, so eval outputs stay bit-identical to theirs."""
+        if self.stride == 1 or x.is_contiguous():
+            return self.rbr_1x1(x)
+        conv = self.rbr_1x1.conv
+        return self.rbr_1x1.bn(F.conv2d(x[..., :: self.stride, :: self.stride], conv.weight))
 
     @torch.no_grad()
     def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:

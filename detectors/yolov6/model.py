@@ -38,7 +38,7 @@ from detectors.yolov6.blocks import (
     Transpose,
     fuse_blocks,
 )
-from detectors.yolov6.head import EffiDeHead, decode
+from detectors.yolov6.head import EffiDeHead, YOLOv6HeadOutput, decode
 from detectors.yolov6.taps import DEFAULT_TAPS, HEAD_INPUTS, TAP_SETS
 
 
@@ -182,6 +182,10 @@ class YOLOv6(nn.Module):
         teachers = {s: feats[t] for s, (t, _student) in self.tap_names.items()}
         students = {s: feats[st] for s, (_teacher, st) in self.tap_names.items()}
         return DetectorOutput(head, teachers, students, head_inputs)
+
+    def forward_head(self, head_inputs: dict[int, torch.Tensor]) -> YOLOv6HeadOutput:
+        """The head alone on other ``{stride: (B, C, H, W)}`` maps, as ``forward(images).head`` (LGD's hook)."""
+        return self.detect([head_inputs[s] for s in STRIDES])
 
     def inference_raw(self, images: torch.Tensor) -> torch.Tensor:
         """(B, N, 5 + nc): cx, cy, w, h in input pixels, objectness 1, class scores (their eval output).
