@@ -244,6 +244,9 @@ class TrainConfig:
     grad_clip: float | None = _rule(10.0, gt=0.0)  # max grad norm; null disables
     amp: bool = True  # only used on CUDA
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # torch's CPU threads (detectors/engine/threads.py); null: the CPUs reserved for the run (a tune trial's
+    # --cpus-per-trial, else this process's CPU affinity), not torch's one per core of the machine.
+    threads: int | None = _rule(None, ge=1)
     # torch.compile of the model's forward (model) or of forward + eq 7 (step); none on the CPU.
     compile: str = _rule("none", choices=("none", "model", "step"))
     eval_interval: int = _rule(1, ge=1)

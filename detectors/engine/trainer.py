@@ -76,6 +76,7 @@ from detectors.engine.schedule import (
 )
 from detectors.engine.step_timer import StepTimer
 from detectors.engine.term_gradients import TermGradientProbe
+from detectors.engine.threads import use_threads
 from detectors.engine.validate import eval_loader, fitness, load_model_weights, resolve_device, validate
 from detectors.errors import ConfigError
 from detectors.zoo import build_detector_for, family_of
@@ -135,6 +136,8 @@ class Trainer:
         # oneDNN's convolutions made a YOLOv5n training step 15-30% faster, YOLOv5s ~4% (bench_train_step.py).
         self.channels_last = True
         train = cfg.train
+        # Before anything runs: the thread count decides speed on a shared CPU and float summation order
+        self.threads = use_threads(train.threads)
 
         seed_everything(cfg.seed)
         self.family = family_of(cfg.detector.name)
@@ -210,8 +213,8 @@ class Trainer:
     def fit(self, resume: str | Path | None = None) -> dict[str, float]:
         if resume is not None:
             self.load_state(resolve_checkpoint(resume))
-        log.info("training %s on %s (AMP %s), %d steps per epoch, epochs %d..%d",
-                 self.cfg.detector.name, self.device, self.amp, self.steps_per_epoch, self.epoch + 1,
+        log.info("training %s on %s (AMP %s, %d CPU threads), %d steps per epoch, epochs %d..%d",
+                 self.cfg.detector.name, self.device, self.amp, self.threads, self.steps_per_epoch, self.epoch + 1,
                  self.cfg.train.epochs)
         self._emit("before_train", self)
         metrics = self.history[-1] if self.history else {}

@@ -93,7 +93,11 @@ def _train(args) -> int:
     print(tracking.check_tracking(uri), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml", [f"resolved from {args.config} by `mssd train`"])
-    logger = tracking.RunLogger(uri, cfg.tracking.experiment, run_name=run_dir.name, params=flatten_config(cfg),
+    from detectors.engine.threads import resolve_threads
+
+    # train.threads as the run uses it (null: this process's reserved CPUs), as a tune trial logs its own
+    params = {**flatten_config(cfg), "train.threads": resolve_threads(cfg.train.threads)}
+    logger = tracking.RunLogger(uri, cfg.tracking.experiment, run_name=run_dir.name, params=params,
                                 artifact_root=Path(args.workdir).resolve() / "mlartifacts",
                                 config_text=config_to_yaml(cfg), resume_run_id=plan.run_id,
                                 tags={"mssd.config": str(args.config)})

@@ -21,8 +21,8 @@ from ray import tune
 
 from detectors.config import RunConfig, flatten_config
 from study import mlflow_view, tracking
-from study.search_space import with_params
 from study.tune.results import epoch_metrics, is_terminal_failure, trial_status
+from study.tune.trainable import trial_config
 
 # Trackers live in the driver process; the (pickled, restorable) callback finds its own by key.
 TRACKERS: dict[str, tracking.StudyTracker] = {}
@@ -102,7 +102,8 @@ class MLflowCallback(tune.Callback):
                            "from there")
 
     def _started(self, trial: Any) -> None:
-        cfg = with_params(self.base, trial.config)
+        cpus = trial.placement_group_factory.required_resources.get("CPU", 1)
+        cfg = trial_config(self.base, trial.config, cpus)  # as the trial runs it (its threads, its workers)
         position = len(self.tracker.known_trials - {trial.trial_id})  # trials started before this one
         name = mlflow_view.trial_run_name(trial.trial_id, position, trial.config, self.searched)  # t07 gamma=...
         self.tracker.trial_started(trial.trial_id, name, flatten_config(cfg), self.searched)

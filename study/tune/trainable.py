@@ -117,22 +117,27 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def trial_config(base: RunConfig, params: dict[str, Any], cpus: float) -> RunConfig:
+    """The config a trial runs, and the MLflow callback logs: the sampled values set, ``train.threads`` null
+    made the trial's CPUs (what ``mssd train`` of the exported config gets on a machine of that many CPUs),
+    and loader processes from those CPUs, not the config's whole-machine figure: trials packed on one GPU
+    node (--gpus-per-trial 0.5, 0.25) would otherwise oversubscribe its cores."""
+    cfg = with_params(base, params)
+    train = cfg.train if cfg.train.threads is not None else dataclasses.replace(cfg.train, threads=max(1, int(cpus)))
+    data = dataclasses.replace(cfg.data, workers=loader_workers(cpus, cfg.data.workers))
+    return dataclasses.replace(cfg, train=train, data=data)
+
+
 def _train_trial(params: dict[str, Any], *, base: RunConfig, metric: str, mode: str, fault: str | None,
                  marker_dir: str, verbose: int | None = None) -> None:
-    import torch
-
     quiet_trial(verbose)
 
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     try:
-        cfg = with_params(base, params)
+        cfg = trial_config(base, params, cpus)  # fit sets torch's threads from it
     except MSSDError as exc:  # a sampled value the schema refuses: deterministic, never retried
         _report_terminal({"failed": 1.0, "error": str(exc)}, 1, metric, mode)
         return
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    # Loader processes from the CPUs Ray gave this trial, not the config's whole-machine figure: trials
-    # packed on one GPU node (--gpus-per-trial 0.5, 0.25) would otherwise oversubscribe its cores.
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, workers=loader_workers(cpus, cfg.data.workers)))
     # Local scratch for the trainer's own files; what must survive is reported to Tune as checkpoints.
     # (Not the cwd: with reused actors several trials run in one process, one after the other.)
     workdir = Path(tempfile.gettempdir()) / "mssd-trials" / tune.get_context().get_trial_id()

@@ -1,25 +1,38 @@
 """A few seeded CPU steps and epochs give today's losses and weights (issue 13: the training step was
 rewritten for speed: deferred loss reads, foreach EMA / SGD / clipping, CUDA-event timing).
 
-The numbers below were recorded from the trainer before that change (commit aa13048, 2026-11-25) with
-the tiny run of test_trainer.py (YOLOv5n, 64 px, batch 4, MSSD + MAD on, seed 0) with the
-augmentation off (so that the batches do not depend on the augmentation pipeline, which changes
-separately: ``_no_augmentation`` zeroes whichever augmentation keys the config has). Loss terms are
-compared by position, in the trainer's order: total, gt, gt's box / obj / cls, distill, distill_s,
-distill_m, distill_l, mask. Weights are compared through the sum and the sum of |.| of every float
-tensor of the checkpoint (model, EMA, distillation modules), which any change in the optimiser or the
-EMA arithmetic would move.
-"""
+Two references, because float results depend on the CPU's kernels and on the thread count:
 
+- the step as it was before the rewrite (``PreRewriteTrainer``: losses read every step, per-tensor
+  clipping, SGD and EMA), run in the same process on the same machine: the faster step must give the same
+  losses and weights bit for bit, on any CPU;
+- the numbers recorded from the trainer before that change (commit aa13048, 2026-11-25), which also
+  guard what both trainers share (model, losses, data, the optimiser's groups and schedule). They hold
+  across CPUs and thread counts only to a tolerance: on the recording machine the first step (a forward
+  of the seeded initial weights) matched to rel 2.5e-5 with 1 thread, and later steps drifted to rel
+  1.8e-3 (float summation order compounds through the updates); another 2-core CPU gave rel 4e-5. So
+  step 1 is compared at rel 2e-4, later steps and epoch means at rel 2e-2, the weight fingerprints at
+  rel 1e-5 of sum |.| (they moved less than 1e-6; the signed sum,
+  which cancels, by 1e-7 of sum |.|).
+
+The tiny run of test_trainer.py (YOLOv5n, 64 px, batch 4, MSSD + MAD on, seed 0) with the augmentation
+off (so that the batches do not depend on the augmentation pipeline, which changes separately:
+``_no_augmentation`` zeroes whichever augmentation keys the config has). Loss terms are compared by
+position, in the trainer's order: total, gt, gt's box / obj / cls, distill, distill_s, distill_m,
+distill_l, mask. Weights are compared through the sum and the sum of |.| of every float tensor of the
+checkpoint (model, EMA, distillation modules), which any change in the optimiser or the EMA arithmetic
+would move.
+"""
 from __future__ import annotations
 
 import math
 
 import pytest
+import torch
 
 from detectors.config import parse_config
 from detectors.engine.checkpoint import load_checkpoint
-from detectors.engine.trainer import fit
+from detectors.engine.trainer import Trainer
 
 # fmt: off
 STEPS = [
@@ -74,6 +87,34 @@ class StepValues:
         self.steps.append([float(v) for v in items.values()])
 
 
+class PreRewriteTrainer(Trainer):
+    """The training step as it was before the rewrite (dc26419^): the loss terms read after every step,
+    clipping, SGD and the EMA one tensor at a time."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_read_interval = 1
+        for group in self.optimizer.param_groups:
+            group["foreach"] = False
+
+    def optimizer_step(self) -> None:
+        if self.cfg.train.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.parameters, max_norm=self.cfg.train.grad_clip, foreach=False)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            with torch.no_grad():
+                self.ema.updates += 1
+                d = self.ema.current_decay()
+                source = self.model.state_dict()
+                for key, value in self.ema.module.state_dict().items():
+                    if value.dtype.is_floating_point:
+                        value.mul_(d)
+                        value.add_(source[key].detach(), alpha=1 - d)
+
+
 def _fingerprint(state: dict) -> list[float]:
     floats = [v.double() for v in state.values() if v.dtype.is_floating_point]
     return [float(sum(v.abs().sum() for v in floats)), float(sum(v.sum() for v in floats))]
@@ -83,20 +124,40 @@ def _loss_means(metrics: dict) -> list[float]:
     return [v for k, v in metrics.items() if k.startswith("loss/")]
 
 
+def _train(trainer_class, folder, **train) -> tuple[list[list[float]], list[float], dict[str, list[float]]]:
+    """(loss terms of each step, the last epoch's means, weight fingerprints) of one seeded run."""
+    recorder = StepValues()
+    metrics = trainer_class(_config(folder / "data", **train), folder / "run", callbacks=[recorder]).fit()
+    state = load_checkpoint(folder / "run" / "checkpoints" / "last.pt")
+    weights = {"model": _fingerprint(state["model"]), "ema": _fingerprint(state["ema"]["module"]),
+               "distillation": _fingerprint(state["distillation"])}
+    return recorder.steps, _loss_means(metrics), weights
+
+
+CASES = {"default": ({}, STEPS, MEANS, WEIGHTS),
+         "clipped": ({"grad_clip": 0.5, "epochs": 1}, CLIPPED_STEPS, CLIPPED_MEANS, CLIPPED_WEIGHTS)}
+
+
+@pytest.mark.parametrize("case", ["default", pytest.param("clipped", marks=pytest.mark.slow)])
+def test_the_faster_step_gives_the_pre_rewrite_steps_losses_and_weights_bit_for_bit(tmp_path, case):
+    train = CASES[case][0]
+    fast = _train(Trainer, tmp_path / "fast", **train)
+    reference = _train(PreRewriteTrainer, tmp_path / "reference", **train)
+    assert fast[0] == reference[0]
+    assert fast[1] == reference[1]
+    assert fast[2] == reference[2]
+
+
 @pytest.mark.parametrize("case", ["default", pytest.param("clipped", marks=pytest.mark.slow)])
 def test_seeded_steps_give_the_losses_and_weights_recorded_before_the_faster_step(tmp_path, case):
-    train = {} if case == "default" else {"grad_clip": 0.5, "epochs": 1}
-    steps, means, weights = (STEPS, MEANS, WEIGHTS) if case == "default" else (CLIPPED_STEPS, CLIPPED_MEANS,
-                                                                                 CLIPPED_WEIGHTS)
-    recorder = StepValues()
-    metrics = fit(_config(tmp_path / "data", **train), tmp_path / "run", callbacks=[recorder])
-    assert len(recorder.steps) == len(steps)
-    for got, want in zip(recorder.steps, steps, strict=True):
-        assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
-    assert _loss_means(metrics) == pytest.approx(means, rel=1e-5, abs=1e-7)
-    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    got = {"model": _fingerprint(state["model"]), "ema": _fingerprint(state["ema"]["module"]),
-           "distillation": _fingerprint(state["distillation"])}
+    train, steps, means, weights = CASES[case]
+    got_steps, got_means, got_weights = _train(Trainer, tmp_path, **train)
+    assert len(got_steps) == len(steps)
+    assert got_steps[0] == pytest.approx(steps[0], rel=2e-4, abs=1e-7)  # the seeded weights' forward
+    for got, want in zip(got_steps[1:], steps[1:], strict=True):
+        assert got == pytest.approx(want, rel=2e-2, abs=1e-6)
+    assert got_means == pytest.approx(means, rel=2e-2, abs=1e-6)
     for key, want in weights.items():
-        assert got[key] == pytest.approx(want, rel=1e-6), key
-    assert all(math.isfinite(v) for v in _loss_means(metrics))
+        # sum w cancels (14.9 out of sum |w| 1768 for the distillation modules): its error scales with sum |w|
+        assert got_weights[key] == pytest.approx(want, rel=1e-5, abs=1e-5 * want[0]), key
+    assert all(math.isfinite(v) for v in got_means)
