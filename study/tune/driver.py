@@ -26,7 +26,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from detectors.config import RunConfig, config_to_dict, parse_config
+from detectors.config import RunConfig, config_to_dict, flatten_config, parse_config
 from study import faults, mlflow_view, tracking
 from study.cluster import RayAddress
 from study.config import config_to_yaml, load_config, load_saved_config
@@ -76,6 +76,7 @@ def _prepare(options: StudyOptions) -> tuple[StudyOptions, RunConfig, SearchSpac
                                 "verbose": options.verbose, "address": options.address or meta["options"]["address"]})
         cfg = load_saved_config(folder / BASE_CONFIG)  # perhaps written by an older release
         space = load_search_space(folder / SEARCH_SPACE, cfg)
+        check_unchanged(options, saved, cfg, space)
         return saved, _absolute_paths(cfg), space, folder, meta
     cfg = load_config(options.config, options.overrides)
     space = load_search_space(options.space, cfg)  # values checked against this config's detector
@@ -85,6 +86,44 @@ def _prepare(options: StudyOptions) -> tuple[StudyOptions, RunConfig, SearchSpac
         raise StudyError(f"study {options.name!r} already exists in {folder}; pass --resume to continue it or "
                          "another --name")
     return options, _absolute_paths(cfg), space, folder, None
+
+
+# Options a resume takes from study.json; a different value on the command line is refused by its flag.
+# None can be honoured: Tune restores its own scheduler, searcher, trial count and resources with the
+# experiment (more --samples included: a study that should run more trials is a new study).
+_RECORDED_FLAGS = {"samples": "--samples", "max_concurrent": "--max-concurrent", "cpus_per_trial": "--cpus-per-trial",
+                   "gpus_per_trial": "--gpus-per-trial", "storage": "--storage", "metric": "--metric",
+                   "mode": "--mode", "asha": "--no-asha", "grace_period": "--grace-period",
+                   "reduction_factor": "--reduction-factor", "max_failures": "--max-failures",
+                   "keep_checkpoints": "--keep-checkpoints", "seed": "--seed"}
+_SHOWN_CHANGES = 8
+
+
+def check_unchanged(given: StudyOptions, saved: StudyOptions, base: RunConfig, space: SearchSpace) -> None:
+    """``--resume`` continues the study as it was started: a CONFIG or ``--set`` that changes its base
+    config, another ``--space``, or an option given with another value than study.json's is refused in
+    one line naming each change. An option left at its default is not a change (the CLI cannot tell
+    it from one not given): the study's value is used."""
+    changes = []
+    new = flatten_config(_absolute_paths(load_config(given.config, given.overrides)))
+    old = flatten_config(_absolute_paths(base))
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in keys[:_SHOWN_CHANGES])
+    if keys:
+        more = f" and {len(keys) - _SHOWN_CHANGES} more" if len(keys) > _SHOWN_CHANGES else ""
+        changes.append(f"CONFIG/--set changes {shown}{more}")
+    if load_search_space(given.space, base).params != space.params:
+        changes.append(f"--space {given.space} is not the study's {SEARCH_SPACE}")
+    defaults = StudyOptions(config="", space="")
+    for field_name, flag in _RECORDED_FLAGS.items():
+        value, recorded = getattr(given, field_name), getattr(saved, field_name)
+        if value != getattr(defaults, field_name) and value != recorded:
+            changes.append("--no-asha (the study uses ASHA)" if flag == "--no-asha"
+                           else f"{flag} {value} (the study has {recorded})")
+    if changes:
+        raise StudyError(f"cannot resume study {saved.name!r} with changes: {'; '.join(changes)}. --resume continues "
+                         "the study as it started (same CONFIG, --set, --space and options); for other settings start "
+                         "a new study with another --name")
 
 
 def _check_data(base: RunConfig, address: RayAddress) -> None:
