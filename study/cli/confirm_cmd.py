@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     confirm = subparsers.add_parser(
-        "confirm", help="re-test a study's top trials against the baseline on fresh seeds (paired 95 % CI)")
+        "confirm", help="re-test a study's top trials against the baseline on fresh seeds (paired 95 %% CI)")
     confirm.add_argument("study", metavar="STUDY", help="the finished study's name (its folder under --workdir)")
     confirm.add_argument("--top", type=int, default=3, metavar="K", help="configurations to re-test, best first")
     confirm.add_argument("--seeds", default="5", metavar="N|S1,S2,..",
