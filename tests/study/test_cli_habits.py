@@ -97,3 +97,11 @@ def test_result_lines_keep_small_values_and_name_the_metric():
     assert line.startswith("done: map 0.000123  ap50 0.0004567  ap75 0") and "best.pt" in line
     summary = StudySummary("s", REPO, "sqlite:///x", {"completed": 1}, "abc", 0.000123, 0, 1.0, metric="ap50")
     assert "best trial abc: ap50 0.000123" in summary.describe("runs")
+
+
+def test_every_help_page_renders(capsys):
+    """argparse formats help strings with %: a bare '95 % CI' in a subcommand's help crashed `mssd --help`."""
+    from study.cli import build_parser
+
+    for name, parser in _parsers(build_parser()):
+        assert parser.format_help(), name
