@@ -298,11 +298,23 @@ def _done_seeds(uri: str, arm: Arm) -> dict[int, tracking.TrialRecord]:
 
 
 def _run_arm(plan: ConfirmPlan, arm: Arm, options: ConfirmOptions) -> int:
+    """Train the arm's seeds that have not ended yet; the number trained. Raises when one is still unfinished
+    afterwards (Tune stops quietly on Ctrl-C): no verdict is written from a partial confirmation."""
     missing = [s for s in plan.seeds if s not in _done_seeds(plan.uri, arm)]
-    seeds_text = ", ".join(map(str, plan.seeds))
     if not missing:
-        print(f"confirm {arm.label}: seeds {seeds_text} already done ({arm.study})", flush=True)
-        return 0
+        print(f"confirm {arm.label}: seeds {', '.join(map(str, plan.seeds))} already done ({arm.study})", flush=True)
+    else:
+        _train_seeds(plan, arm, options, missing)
+        unfinished = [s for s in missing if s not in _done_seeds(plan.uri, arm)]
+        if unfinished:
+            raise StudyError(f"confirm {plan.study}: {arm.label} ({arm.study}) did not finish seed(s) "
+                             f"{', '.join(map(str, unfinished))} (interrupted?); run the same command again to "
+                             "continue")
+    return len(missing)
+
+
+def _train_seeds(plan: ConfirmPlan, arm: Arm, options: ConfirmOptions, missing: list[int]) -> None:
+    seeds_text = ", ".join(map(str, plan.seeds))
     print(f"confirm {arm.label}: training seeds {', '.join(map(str, missing))} of {seeds_text} ({arm.study}, "
           f"{plan.backend})", flush=True)
     folder = study_dir(options.workdir, arm.study)
@@ -313,7 +325,7 @@ def _run_arm(plan: ConfirmPlan, arm: Arm, options: ConfirmOptions) -> int:
         run_study(StudyOptions(config=str(folder / BASE_CONFIG), space=str(folder / SEARCH_SPACE), name=arm.study,
                                workdir=options.workdir, resume=True, address=options.grid.address,
                                verbose=options.grid.verbose))
-        return len(missing)
+        return
     if plan.backend == "ray" and (folder / META_FILE).is_file():
         # Interrupted after the arm's files were written but before Tune recorded anything: start it afresh.
         for name in (META_FILE, BASE_CONFIG, SEARCH_SPACE):
@@ -330,7 +342,6 @@ def _run_arm(plan: ConfirmPlan, arm: Arm, options: ConfirmOptions) -> int:
         run_grid(options.grid, plan.backend, config=str(config), overrides=[], name=arm.study,
                  workdir=options.workdir, base=arm.cfg, space_text=space_text, searched=["seed"],
                  local_runs=local_runs)
-    return len(missing)
 
 
 def seed_space(arm: Arm, seeds: list[int]) -> str:

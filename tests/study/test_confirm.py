@@ -184,6 +184,20 @@ def test_a_longer_seed_list_trains_only_the_new_seeds(study):
     assert parent.data.tags["mssd.confirm.seeds"] == "1,2,3"
 
 
+def test_an_arm_left_unfinished_stops_the_confirmation_before_any_verdict(study, monkeypatch):
+    """Tune stops quietly on Ctrl-C: a seed still unfinished after its arm ran must not reach the tables."""
+    import study.confirm as confirm
+    from detectors.errors import MSSDError
+    from study.grid_runs import GridOptions
+
+    monkeypatch.setattr(confirm, "_train_seeds", lambda *args: None)  # an arm interrupted before any run ended
+    before = _snapshot(study)[0]
+    with pytest.raises(MSSDError, match=r"did not finish seed\(s\) 4 \(interrupted\?\); run the same command again"):
+        confirm.run_confirm(confirm.ConfirmOptions("s", top=1, seeds="1,2,3,4", workdir=str(study),
+                                                   grid=GridOptions("local")))
+    assert _snapshot(study)[0] == before  # confirm.md, .csv, .json untouched
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["confirm", "nope"], "no study 'nope'"),
     (["confirm", "s", "--top", "0"], "--top: expected at least 1, got 0"),
