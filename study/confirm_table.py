@@ -227,6 +227,9 @@ def plot_intervals(c: Confirmation, path: Path, title: str = "") -> None:
             ax.plot([scale * s.ci_low, scale * s.ci_high], [y, y], color=colour, lw=2.5, zorder=3)
         ax.scatter([scale * s.mean], [y], s=60, zorder=4, edgecolors=colour,
                    facecolors=colour if beyond else "white", linewidths=2)
+        if r.label == c.best:
+            ax.annotate("confirmed best", (scale * s.mean, y), xytext=(0, -14), textcoords="offset points",
+                        ha="center", fontsize=8, color=colour)
     ax.axvline(0.0, color="k", lw=1)
     ax.set_yticks(range(len(c.rows)), [r.label for r in reversed(c.rows)])
     ax.set_ylim(-0.6, len(c.rows) - 0.4)
