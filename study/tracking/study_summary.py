@@ -20,7 +20,7 @@ from study.tracking.queries import trial_record
 from study.tracking.store import search_all
 from study.tracking.writer import log_params
 
-STATUS_ORDER = ("completed", "early_stopped", "nonfinite", "error", "running", "lost")
+STATUS_ORDER = ("completed", "early_stopped", "nonfinite", "error", "interrupted", "running", "lost")
 
 
 def _best(runs: list[Any], metric: str, mode: str) -> Any | None:

@@ -22,17 +22,18 @@ from study.tracking.store import check_tracking, client, ensure_experiment, firs
 from study.tracking.study_summary import write_parent_summary
 from study.tracking.writer import Writer, log_epoch, log_params, logged_epochs, numeric_metrics
 
-TRIAL_STATUSES = ("running", "completed", "early_stopped", "nonfinite", "error")
+TRIAL_STATUSES = ("running", "completed", "early_stopped", "nonfinite", "error", "interrupted")
 # ASHA-stopped trials end KILLED (MLflow's "stopped before completion"), so the UI's status icon tells them
 # from completed ones; the ``mssd.status`` tag (a column of the study's view) says which.
 _RUN_STATUS = {"running": "RUNNING", "completed": "FINISHED", "early_stopped": "KILLED",
-               "nonfinite": "FAILED", "error": "FAILED"}
+               "nonfinite": "FAILED", "error": "FAILED", "interrupted": "KILLED"}
 
 
 @dataclass
 class _TrialState:
     run_id: str | None = None
     epochs: set[int] = field(default_factory=set)
+    active: bool = False  # started by this driver and not finished since
 
 
 class StudyTracker:
@@ -102,6 +103,7 @@ class StudyTracker:
     # -- asynchronous writes
     def trial_started(self, trial_id: str, name: str, params: dict[str, Any], searched: Iterable[str]) -> None:
         state = self._trials.setdefault(trial_id, _TrialState())
+        state.active = True
         searched = list(searched)
         start_ms = int(time.time() * 1000)
 
@@ -137,6 +139,7 @@ class StudyTracker:
         if status not in TRIAL_STATUSES:
             raise ValueError(f"unknown trial status {status!r}")
         state = self._trials.setdefault(trial_id, _TrialState())
+        state.active = False
         staged = None
         if best_checkpoint is not None and Path(best_checkpoint).is_file():
             staged = self.staging_dir / trial_id / "best.pt"
@@ -156,6 +159,15 @@ class StudyTracker:
             self._client.set_terminated(state.run_id, status=_RUN_STATUS[status], end_time=end_ms)
 
         self._writer.submit(op, f"trial {trial_id} end")
+
+    def interrupt_trials(self, reason: str) -> list[str]:
+        """The driver was interrupted (Ctrl-C): every trial this driver started and that has not finished
+        ends ``mssd.status=interrupted`` (run KILLED) with ``reason``; ``--resume`` runs them on. Returns
+        their ids."""
+        running = [t for t, state in self._trials.items() if state.active]
+        for trial_id in running:
+            self.trial_finished(trial_id, "interrupted", error=reason)
+        return running
 
     def retire_trials(self, trial_ids: Iterable[str], reason: str) -> None:
         """Soft-delete the child runs of trials the sweep no longer has (e.g. started by a driver that was

@@ -16,9 +16,13 @@ so the Tune driver -- and the MLflow callback -- live there; ``study.cluster`` l
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import shlex
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -192,7 +196,8 @@ def run_study(options: StudyOptions) -> StudySummary:
                                 verbose=options.verbose)
     status = "FINISHED"
     try:
-        with ray_output(options.verbose):  # Tune reads the output mode when the Tuner is made, and in fit
+        # Tune reads the output mode when the Tuner is made, and in fit; Ctrl-C is ours (_sigint_is_ours)
+        with ray_output(options.verbose), _sigint_is_ours():
             if options.resume:
                 if not tune.Tuner.can_restore(experiment_path):
                     raise StudyError(f"nothing to resume at {experiment_path} (the study never started a trial)")
@@ -203,6 +208,13 @@ def run_study(options: StudyOptions) -> StudySummary:
                              "flush_timeout": options.flush_timeout} if address.is_client else None)
                 tuner = _new_tuner(options, base, space, folder, storage, trainable, seed, settings)
             results = tuner.fit()
+    except KeyboardInterrupt:
+        status = "KILLED"
+        resume = resume_command(options)
+        stopped = tracker.interrupt_trials(f"interrupted; `{resume}` continues it")
+        print(f"mssd: study {options.name} interrupted ({len(stopped)} running trial(s) marked KILLED in MLflow); "
+              f"resume it with: {resume}", file=sys.stderr, flush=True)
+        raise
     except BaseException:
         status = "KILLED"
         raise
@@ -211,6 +223,30 @@ def run_study(options: StudyOptions) -> StudySummary:
         unlogged = _finish_tracking(tracker, status, options.flush_timeout if status == "FINISHED" else 30.0)
         TRACKERS.pop(key, None)
     return _summarise(options, folder, uri, results, unlogged, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _sigint_is_ours() -> Iterator[None]:
+    """Ctrl-C during ``Tuner.fit`` raises KeyboardInterrupt here, as in ``mssd train``: Tune's own handler
+    would end the sweep as if it had finished (exit 0, the interrupted trials counted as stopped early,
+    RUNNING in MLflow) and print a ``Tuner.restore`` hint. Tune's periodic experiment snapshot is what
+    ``--resume`` restores, as after a killed driver."""
+    before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = before
+
+
+def resume_command(options: StudyOptions) -> str:
+    """The command that continues this study (the same CONFIG, --set and --space: ``check_unchanged``)."""
+    sets = [arg for override in options.overrides for arg in ("--set", override)]
+    return shlex.join(["mssd", "tune", options.config, *sets, "--space", options.space, "--resume",
+                       "--name", str(options.name), "--workdir", str(options.workdir)])
 
 
 def _summarise(options: StudyOptions, folder: Path, uri: str, results: Any, unlogged: int,
