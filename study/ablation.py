@@ -260,10 +260,11 @@ def format_markdown(rows: list[VariantResult], title: str = "") -> str:
     lines += ["", "Metrics: mean ± sample std over the completed seeds, in % (one seed: n = 1, no spread). Δ: the "
               "variant minus the baseline, seed by seed (the runs differ only in the switches), in points: mean "
               "[95 % confidence interval, paired t]. Params/GFLOPs: detector plus the training-only modules of the "
-              "variant (in brackets); the exported inference model is the detector alone.", DELTA_LEGEND,
-              "", "Paired deltas against the baseline, every metric (points):", ""]
-    lines += delta_rows([((r.variant.name,), title_, r.deltas.get(k, NO_PAIRS)) for r in rows[1:]
+              "variant (in brackets); the exported inference model is the detector alone.", DELTA_LEGEND]
+    deltas = delta_rows([((r.variant.name,), title_, r.deltas.get(k, NO_PAIRS)) for r in rows[1:]
                          for k, title_ in METRICS], ["variant"], digits)
+    if deltas:
+        lines += ["", "Paired deltas against the baseline, every metric (points):", "", *deltas]
     return "\n".join(lines) + "\n"
 
 

@@ -37,6 +37,7 @@ from study.config import config_to_yaml, load_config
 from study.grid_runs import GridOptions, resolve_backend, run_grid, study_tracker
 from study.local_runs import LocalRun
 from study.search_space import apply_params
+from study.seed_deltas import plural, seed_range
 from study.study_files import check_study_name
 from study.train_plan import check_data, check_weights
 
@@ -359,10 +360,10 @@ def run_compare(options: CompareOptions) -> CompareResult:
 
 def _context(plan: ComparePlan, teacher_weights: Path | None) -> list[str]:
     cfg = plan.cfg
-    steps = f", at most {cfg.train.max_steps_per_epoch} steps per epoch" if cfg.train.max_steps_per_epoch else ""
+    steps = f", at most {plural(cfg.train.max_steps_per_epoch, 'step')} per epoch" if cfg.train.max_steps_per_epoch else ""
     lines = [f"**Comparison {plan.name}** ({plan.backend} backend): {cfg.data.format} data ({cfg.data.root}), "
-             f"{cfg.data.img_size} px, batch {cfg.train.batch_size}, {cfg.train.epochs} epochs{steps}, seeds "
-             f"{plan.seeds[0]}..{plan.seeds[-1]}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."]
+             f"{cfg.data.img_size} px, batch {cfg.train.batch_size}, {plural(cfg.train.epochs, 'epoch')}{steps}, "
+             f"{seed_range(plan.seeds)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."]
     if plan.teacher is not None:
         how = "trained first by this command" if plan.teacher.train_cfg is not None else "given"
         lines.append(f"Teacher: {plan.teacher.detector} ({how}: {teacher_weights}).")

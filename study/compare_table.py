@@ -2,13 +2,14 @@
 
 ``summarise(records, methods, backbones, costs)`` groups the study's child runs by the ``losses.method``
 and ``detector.name`` they logged; only ``completed`` runs enter the statistics (mean +- sample std
-over the seeds). Each row also carries its method's cost (``MethodCost``, counted by
+over the seeds), and each method's paired deltas to the same backbone's baseline, seed by seed, with
+their 95 % CIs and p-values (``study.seed_deltas``). Each row also carries its method's cost (``MethodCost``, counted by
 ``study.compare.method_costs``): the training-only parameters and GFLOPs it adds to the student
 (adapters, projectors, LGD's label encoder), the frozen teacher's forward GFLOPs, and the step time
 (``time/train_steps`` of the runs' last epoch) as a ratio to the same backbone's baseline.
 
 ``write_outputs`` writes ``compare.md``, ``compare.csv`` and ``compare.png`` (mAP bars with std error
-bars per backbone, and the step-time ratios; ``study.report_plots`` style).
+bars per backbone, the mAP deltas with their CIs, and the step-time ratios; ``study.report_plots`` style).
 """
 
 from __future__ import annotations
@@ -20,8 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from study.config import write_text_atomic
-from study.grid_runs import format_pct, mean_std
-from study.report_plots import Plot, _pyplot, _save
+from study.grid_runs import mean_std
+from study.paired_stats import PairedSummary
+from study.report_plots import Plot, _pyplot, fit_title, save_figure
+from study.seed_deltas import (
+    DELTA_CSV_FIELDS,
+    DELTA_LEGEND,
+    NO_PAIRS,
+    delta_csv,
+    delta_rows,
+    delta_summary,
+    draw_deltas,
+    format_delta_cell,
+    format_mean_sd,
+    seed_values,
+    table_digits,
+)
 
 METHOD_KEY, DETECTOR_KEY = "losses.method", "detector.name"
 BASELINE = "baseline"  # the method the deltas and step-time ratios are taken against
@@ -52,6 +67,9 @@ class CompareRow:
     step_time_s: tuple[float, float] = (math.nan, math.nan)  # last epoch's training-steps seconds
     step_time_ratio: float = math.nan  # mean step time / the backbone's baseline mean (NaN: no baseline)
     cost: MethodCost = field(default_factory=MethodCost)
+    # metric -> paired delta to the backbone's baseline over the seeds both completed (fractions);
+    # NO_PAIRS for the baseline itself or when the table has no baseline.
+    deltas: dict[str, PairedSummary] = field(default_factory=dict)
 
     @property
     def extra_gflops(self) -> float:
@@ -69,6 +87,7 @@ def summarise(records: Sequence, methods: Sequence[tuple[str, str]], backbones: 
     rows = []
     for backbone, detector in backbones:
         baseline_time = math.nan
+        per_seed: dict[str, dict[str, dict[int, float]]] = {}
         for method, value in methods:
             mine = [r for r in records if r.params.get(METHOD_KEY) == value and r.params.get(DETECTOR_KEY) == detector]
             done = [r for r in mine if r.status == "completed"]
@@ -78,48 +97,56 @@ def summarise(records: Sequence, methods: Sequence[tuple[str, str]], backbones: 
                              cost=(costs or {}).get((backbone, method), MethodCost()))
             if method == BASELINE:
                 baseline_time = row.step_time_s[0]
+            per_seed[method] = {k: seed_values(done, k) for k, _ in METRICS}
             rows.append(row)
         for row in rows[-len(methods):]:
             if baseline_time > 0:  # False for NaN
                 row.step_time_ratio = row.step_time_s[0] / baseline_time
+            base = per_seed.get(BASELINE)
+            row.deltas = {k: NO_PAIRS if base is None or row.method == BASELINE
+                          else delta_summary(per_seed[row.method][k], base[k]) for k, _ in METRICS}
     return rows
-
-
-def _pct(value: tuple[float, float]) -> str:
-    """Mean ± std in %: two decimals, four under 0.1 % (CPU budgets), where two would read as zero."""
-    return format_pct(value, 4 if 0 < abs(100 * value[0]) < 0.1 else 2)
 
 
 def _num(value: float, digits: int) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _delta(row: CompareRow, rows: list[CompareRow]) -> str:
-    base = next((r for r in rows if r.backbone == row.backbone and r.method == BASELINE), None)
-    if base is None or math.isnan(base.metrics["map"][0]) or math.isnan(row.metrics["map"][0]):
-        return "n/a"
-    delta = 100 * (row.metrics["map"][0] - base.metrics["map"][0])
-    return f"{delta:+.{4 if 0 < abs(delta) < 0.1 else 2}f}"
+def _delta(row: CompareRow, rows: list[CompareRow], digits: int) -> str:
+    if row.method == BASELINE:
+        return "baseline"
+    if not any(r.backbone == row.backbone and r.method == BASELINE for r in rows):
+        return "n/a (no baseline)"
+    return format_delta_cell(row.deltas.get("map", NO_PAIRS), digits)
 
 
 def format_markdown(rows: list[CompareRow], context: Sequence[str] = ()) -> str:
-    header = ["backbone", "student", "method", "teacher", "runs", *(f"{t} (%)" for _, t in METRICS[:2]),
-              "ΔmAP vs baseline", "extra params (M)", "extra GFLOPs", "step time (× baseline)"]
+    shown = METRICS[:2]
+    # One number format for the whole table: 2 decimals, 4 when every value is under 0.1 % (CPU budgets).
+    digits = table_digits([100 * r.metrics[k][0] for r in rows for k, _ in shown]
+                          + [100 * r.deltas[k].mean for r in rows for k, _ in shown if k in r.deltas and r.deltas[k].n])
+    header = ["backbone", "student", "method", "teacher", "runs", *(f"{t} (%)" for _, t in shown),
+              "ΔmAP vs baseline [95 % CI]", "extra params (M)", "extra GFLOPs", "step time (× baseline)"]
     lines = [*context, *([""] if context else []), "| " + " | ".join(header) + " |",
              "| " + " | ".join("---" for _ in header) + " |"]
     for r in rows:
         teacher = r.cost.teacher or "N/A"
         gflops = _num(r.extra_gflops, 4) + (f" (teacher {r.cost.teacher_gflops:.4f})" if r.cost.teacher else "")
         cells = [r.backbone, r.detector, r.method, teacher, f"{r.runs}" + (f" (+{r.failed} failed)" if r.failed else ""),
-                 *(_pct(r.metrics[k]) for k, _ in METRICS[:2]), _delta(r, rows),
-                 f"{r.cost.training_params / 1e6:.3f}", gflops, _num(r.step_time_ratio, 2)]
+                 *(format_mean_sd(100 * r.metrics[k][0], 100 * r.metrics[k][1], r.runs, digits) for k, _ in shown),
+                 _delta(r, rows, digits), f"{r.cost.training_params / 1e6:.3f}", gflops, _num(r.step_time_ratio, 2)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "mAP, AP50: mean ± sample std over the completed seeds, in %; Δ: the method's mean minus the same "
-              "backbone's baseline mean. Extra params: the training-only modules the method trains beside the "
-              "student (adapters, projectors, label encoder; never exported). Extra GFLOPs: those modules plus "
-              "the frozen teacher's forward, per image at the input size. Step time: the mean seconds of the "
-              "last epoch's training steps over the baseline's of the same backbone (runs that shared the "
-              "machine concurrently are noisy; compare with --max-concurrent 1)."]
+    lines += ["", "mAP, AP50: mean ± sample std over the completed seeds, in % (one seed: n = 1, no spread). Δ: the "
+              "method minus the same backbone's baseline, seed by seed (the runs differ only in the method), in "
+              "points: mean [95 % confidence interval, paired t]. Extra params: the training-only modules the "
+              "method trains beside the student (adapters, projectors, label encoder; never exported). Extra "
+              "GFLOPs: those modules plus the frozen teacher's forward, per image at the input size. Step time: "
+              "the mean seconds of the last epoch's training steps over the baseline's of the same backbone (runs "
+              "that shared the machine concurrently are noisy; compare with --max-concurrent 1).", DELTA_LEGEND]
+    deltas = delta_rows([((r.backbone, r.method), title, r.deltas.get(k, NO_PAIRS)) for r in rows
+                         if r.method != BASELINE for k, title in shown], ["backbone", "method"], digits)
+    if deltas:
+        lines += ["", "Paired deltas against the baseline (points; every metric in compare.csv):", "", *deltas]
     return "\n".join(lines) + "\n"
 
 
@@ -129,44 +156,56 @@ def write_csv(rows: list[CompareRow], path: Path) -> None:
         writer.writerow(["backbone", "detector", "method", "runs", "failed",
                          *(f"{k}_{stat}" for k, _ in METRICS for stat in ("mean", "std")),
                          "training_params", "training_gflops", "teacher", "teacher_params", "teacher_gflops",
-                         "step_time_s_mean", "step_time_s_std", "step_time_ratio"])
+                         "step_time_s_mean", "step_time_s_std", "step_time_ratio",
+                         *(f"{k}_{f}" for k, _ in METRICS for f in DELTA_CSV_FIELDS)])
         for r in rows:
             c = r.cost
             writer.writerow([r.backbone, r.detector, r.method, r.runs, r.failed,
                              *(f"{v:.6f}" for k, _ in METRICS for v in r.metrics[k]),
                              c.training_params, f"{c.training_gflops:.6f}", c.teacher or "", c.teacher_params,
                              f"{c.teacher_gflops:.6f}", *(f"{v:.6f}" for v in r.step_time_s),
-                             f"{r.step_time_ratio:.6f}"])
+                             f"{r.step_time_ratio:.6f}",
+                             *(v for k, _ in METRICS for v in delta_csv(r.deltas.get(k, NO_PAIRS)))])
 
 
 def plot_comparison(rows: list[CompareRow], path: Path, title: str = "") -> Plot:
-    """mAP (mean ± std) per method, one bar group per backbone; beside it the step-time ratio."""
+    """Per method, one bar per backbone: mAP (mean ± std), its paired delta to the baseline (95 % CI),
+    and the step-time ratio; one legend below the panels, where it hides no bar."""
     plt = _pyplot()
     backbones = list(dict.fromkeys(r.backbone for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4), gridspec_kw={"width_ratios": [3, 2]})
-    plot = Plot(path, title or "mAP and step time per method")
+    others = [m for m in methods if m != BASELINE]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 4.4), layout="constrained",
+                                              gridspec_kw={"width_ratios": [3, 3, 2]})
+    plot = Plot(path, title or "mAP and step time per method", figure=fig)
     width = 0.8 / max(len(backbones), 1)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, backbone in enumerate(backbones):
         mine = {r.method: r for r in rows if r.backbone == backbone}
-        xs = [j + (i - (len(backbones) - 1) / 2) * width for j in range(len(methods))]
+        offset = (i - (len(backbones) - 1) / 2) * width
+        xs = [j + offset for j in range(len(methods))]
         means = [100 * mine[m].metrics["map"][0] for m in methods]
         stds = [100 * mine[m].metrics["map"][1] for m in methods]
-        left.bar(xs, [0 if math.isnan(v) else v for v in means], width,
+        color = colors[i % len(colors)]
+        left.bar(xs, [0 if math.isnan(v) else v for v in means], width, color=color,
                  yerr=[0 if math.isnan(v) else v for v in stds], capsize=3, label=backbone)
+        draw_deltas(middle, [j + offset for j in range(len(others))],
+                    [mine[m].deltas.get("map", NO_PAIRS) for m in others], width, 100.0, label=None, color=color)
         ratios = [mine[m].step_time_ratio for m in methods]
-        right.bar(xs, [0 if math.isnan(v) else v for v in ratios], width, label=backbone)
+        right.bar(xs, [0 if math.isnan(v) else v for v in ratios], width, color=color)
         plot.series[backbone] = sum(1 for v in means if not math.isnan(v))
-    for ax in (left, right):
-        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
-        ax.legend(fontsize=8)
+    for ax, names in ((left, methods), (middle, others), (right, methods)):
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     right.axhline(1.0, color="black", linewidth=0.6)
     left.set_ylim(bottom=0)  # APs are >= 0; an all-zero table (a CPU budget) would centre the axis on 0
     left.set_ylabel("mAP (%), mean ± std over seeds")
+    middle.set_ylabel("ΔmAP vs baseline (points), 95 % CI")
     right.set_ylabel("step time / baseline's")
-    left.set_title(plot.title)
-    plot.axes = {"x": methods}
-    _save(fig, path)
+    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=max(len(backbones), 1),
+               fontsize=8, title="backbone", title_fontsize=8)
+    fit_title(fig, plot.title)
+    plot.axes = {"x": methods, "delta": others}
+    save_figure(fig, path)
     return plot
 
 

@@ -5,15 +5,20 @@ point counts, each axis' tick labels, the colour bar's label), so that the repor
 plot holds and tests can check it without reading pixels.
 
 Sizes: 7-9 inches wide at 120 dpi (about 840-1080 px), 9-10 pt text: readable in a browser or an
-MLflow artifact preview without zooming.
+MLflow artifact preview without zooming. Layout rules every plot of the platform follows (the study
+tables' plots use the helpers too): a title wrapped to the figure's width (``fit_title``), legends
+outside the bars they describe, whole-number epoch ticks (``integer_epochs``), and axis tick labels
+drawn above the lines they label.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DPI = 120
 FONT_SIZE = 9
@@ -30,6 +35,7 @@ class Plot:
     series: dict[str, int] = field(default_factory=dict)  # legend label -> points or lines drawn
     axes: dict[str, list[str]] = field(default_factory=dict)  # axis name -> tick labels shown
     colorbar: str | None = None
+    figure: Any = None  # the matplotlib figure (closed once saved; tests read its artists' positions)
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,34 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path, dpi: int = DPI) -> None:
+    """Lay out (tight, unless the figure has its own layout engine), write and close the figure."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
     _pyplot().close(fig)
+
+
+def fit_title(fig: Any, text: str, fontsize: float = FONT_SIZE) -> Any:
+    """The figure's title, wrapped onto as many lines as its width needs (a one-line title wider than
+    the figure is clipped at both ends: a reader loses the detectors it names)."""
+    # An average glyph of the default sans-serif font is about 0.6 em wide; 0.65 leaves a margin.
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.65 * fontsize)))
+    return fig.suptitle("\n".join(textwrap.wrap(text, chars)), fontsize=fontsize)
+
+
+def integer_epochs(ax: Any, epochs: Sequence[float]) -> None:
+    """Whole-number ticks on an epoch axis; one epoch gets its own tick alone, not an axis of 0.96-1.04."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    finite = [e for e in epochs if isinstance(e, (int, float)) and math.isfinite(e)]
+    if finite and min(finite) == max(finite):  # one epoch: its tick alone, not epochs 0 and 2 that never ran
+        ax.set_xlim(finite[0] - 0.5, finite[0] + 0.5)
+        ax.set_xticks([finite[0]])
 
 
 def format_value(value: float) -> str:
@@ -161,7 +192,7 @@ def parallel_coordinates(path: Path, axes: Sequence[Axis], points: Sequence[Tria
         return math.nan if v is None else (0.5 if hi == lo else (v - lo) / (hi - lo))
 
     fig, ax = plt.subplots(figsize=(max(7.0, 1.8 * len(columns)), 5))
-    plot = Plot(path, f"parallel coordinates (colour: {metric} of completed trials)", colorbar=metric)
+    plot = Plot(path, f"parallel coordinates (colour: {metric} of completed trials)", colorbar=metric, figure=fig)
     completed = [m for p, m in zip(points, rows, strict=True) if p.status == "completed"]
     norm = Normalize(min((r[-1] for r in completed), default=0.0), max((r[-1] for r in completed), default=1.0))
     cmap = plt.get_cmap("viridis")
@@ -179,8 +210,11 @@ def parallel_coordinates(path: Path, axes: Sequence[Axis], points: Sequence[Tria
         labels = []
         for pos, text in _ticks(column, lo, hi):
             y = scaled(j, pos)
+            # Opaque and above the trial lines (zorder 2-3): a line crossing a translucent label makes
+            # its digits unreadable, and lines converge exactly at a categorical value's label.
             ax.text(j + 0.04, y, text, fontsize=7.5, va="center", ha="left",
-                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5}, zorder=4)
+                    bbox={"facecolor": "white", "edgecolor": "0.7", "linewidth": 0.5, "alpha": 1.0, "pad": 1.0},
+                    zorder=5)
             ax.plot([j - 0.03, j], [y, y], color="black", linewidth=0.8, zorder=4)
             labels.append(text)
         plot.axes[column.name] = labels
@@ -201,10 +235,11 @@ def learning_curves(path: Path, curves: dict[str, list[tuple[int, float]]], metr
     """The metric per epoch of a few trials (legend: the trial's name)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    plot = Plot(path, f"{metric} per epoch, top {len(curves)} trials")
+    plot = Plot(path, f"{metric} per epoch, top {len(curves)} trials", figure=fig)
     for label, history in curves.items():
         ax.plot([e for e, _ in history], [v for _, v in history], marker="o", markersize=4, label=label)
         plot.series[label] = len(history)
+    integer_epochs(ax, [e for history in curves.values() for e, _ in history])
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(plot.title)

@@ -15,9 +15,10 @@
    grid: a baseline plus a sweep), each an MLflow child run of one parent run named after the study,
    as ``mssd ablate --backend local`` does; seed i is ``cfg.seed + i``;
 4. reads the runs back from MLflow and writes ``<workdir>/<name>/reproduce/tableN.{md,csv,png}``:
-   per row our mean ± sample std over the seeds and our delta against our baseline, beside the paper's
-   value and the paper's delta against its baseline, with the budget, data, detector and commit; the
-   files (and the paper's table) are logged to the parent run under ``reproduce/``.
+   per row our mean ± sample std over the seeds and our paired delta against our baseline (seed by
+   seed, with its 95 % CI, p-value and n: ``study.seed_deltas``), beside the paper's value and the
+   paper's delta against its baseline, with the budget, data, each detector's input size and the
+   commit; the files (and the paper's table) are logged to the parent run under ``reproduce/``.
 
 For many seeds on a cluster, the same rows run as grid studies with ``mssd ablate`` (Table 2) and
 ``mssd tune`` with ``search_spaces/paper-table5-gamma.yaml`` / ``paper-table6-sigma2.yaml``.
@@ -25,11 +26,8 @@ For many seeds on a cluster, the same rows run as grid studies with ``mssd ablat
 
 from __future__ import annotations
 
-import csv
-import math
 import platform
 import re
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +38,21 @@ from detectors.errors import ConfigError
 from study import tracking
 from study.config import config_to_yaml, load_config, write_text_atomic
 from study.local_runs import LocalRun, run_in_process
-from study.paper_tables import METRICS, PaperRow, PaperTable, load_paper_table
+from study.paper_tables import PaperTable, load_paper_table
+from study.reproduce_table import (
+    RowResult,
+    format_markdown,
+    recipe_text,
+    summarise,
+    trial_id,
+    write_csv,
+    write_outputs,
+)
 from study.search_space import apply_params
+from study.seed_deltas import seed_range
+
+__all__ = ["BUDGETS", "Budget", "ReproduceOptions", "ReproduceResult", "RowResult", "format_markdown",
+           "run_reproduce", "summarise", "write_csv", "write_outputs"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,11 +70,25 @@ class Budget:
     smallest_size: bool  # run the family's smallest size instead of the table's detector
     synthetic_root: str | None  # data.root under the workdir for generated data; None: the config's
     description: str
+    # Overrides for one family only (after ``overrides``): the cpu budget's pipeline-check schedule for the
+    # families that do not learn within it.
+    family_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Families whose baseline learns at this budget (None: all): the others' rows check the pipeline only,
+    # which the table's context says in one line.
+    learns: tuple[str, ...] | None = None
 
 
 SMOKE_CONFIGS = {"yolov5": "configs/smoke.yaml", "yolox": "configs/yolox-smoke.yaml",
                  "fcos": "configs/fcos-smoke.yaml", "retinanet": "configs/retinanet-smoke.yaml",
                  "faster_rcnn": "configs/faster_rcnn-smoke.yaml", "cascade_rcnn": "configs/cascade_rcnn-smoke.yaml"}
+# The cpu budget: the YOLO families' recipes that learn in minutes of one core (docs/findings.md); the
+# other families keep their smoke configs under PIPELINE_CHECK on the same generated data.
+CPU_CONFIGS = {**SMOKE_CONFIGS, "yolov5": "configs/yolov5n-cpu.yaml", "yolox": "configs/yolox_nano-cpu.yaml"}
+LEARN_AT_CPU = ("yolov5", "yolox")
+PIPELINE_CHECK = {"data.img_size": 192, "data.synthetic.images": 400, "data.synthetic.width": 256,
+                  "data.synthetic.height": 192, "data.synthetic.val_fraction": 0.15, "train.batch_size": 8,
+                  "train.epochs": 4, "train.max_steps_per_epoch": 25, "train.eval_interval": 4,
+                  "train.warmup_epochs": 0.5, "eval.max_det": 50}
 FULL_CONFIGS = {"yolov5": "configs/yolov5s-kitti.yaml", "yolox": "configs/yolox_s-kitti.yaml",
                 "fcos": "configs/fcos-kitti.yaml", "retinanet": "configs/retinanet-kitti.yaml",
                 "faster_rcnn": "configs/faster_rcnn-kitti.yaml", "cascade_rcnn": "configs/cascade_rcnn-kitti.yaml"}
@@ -74,20 +99,20 @@ BUDGETS: dict[str, Budget] = {
         {"data.img_size": 64, "data.synthetic.images": 12, "train.batch_size": 4, "train.epochs": 1,
          "train.max_steps_per_epoch": 1, "train.warmup_epochs": 0, "eval.max_det": 50, "train.device": "cpu"},
         seeds=1, smallest_size=True, synthetic_root="data/reproduce-smoke",
-        description="seconds per row: 64 px, 12 generated images, 1 epoch of 1 step (checks the pipeline, "
+        description="seconds per row: 64 px (or the family's stride multiple), 12 generated images, 1 epoch of 1 step (checks the pipeline, "
                     "not the method)"),
     "cpu": Budget(
-        "cpu", SMOKE_CONFIGS,
-        # As the demo (study/demo.py): 416 x 128 source images are cheap to decode and at 192 px their
-        # small objects keep a few pixels. 100 steps and one evaluation per row: what a shared 2-core
-        # machine affords for a whole table (benchmarks/README.md); YOLOv5n does not learn to detect yet.
-        {"data.img_size": 192, "data.synthetic.images": 300, "data.synthetic.width": 416,
-         "data.synthetic.height": 128, "data.synthetic.val_fraction": 0.1, "train.batch_size": 8,
-         "train.epochs": 4, "train.max_steps_per_epoch": 25, "train.eval_interval": 4,
-         "train.warmup_epochs": 0.5, "eval.max_det": 50, "train.device": "cpu"},
-        seeds=1, smallest_size=True, synthetic_root="data/reproduce-cpu",
-        description="about a minute per row on a quiet 2-core CPU: 192 px, 300 generated 416x128 images "
-                    "(270 train / 30 val), batch 8, 4 epochs of 25 steps, evaluated once"),
+        # The demo's recipe (configs/yolov5n-cpu.yaml): a YOLO baseline learns (>= 20 % mAP) in about
+        # 3-4 minutes of one core: 24 epochs x 40 steps of 8 images at 192 px on 400 generated 256x192
+        # images (benchmarks/README.md, "CPU budget"; docs/findings.md). The other families do not learn
+        # at this budget: they keep a short pipeline-check schedule on the same data.
+        "cpu", CPU_CONFIGS, {"train.device": "cpu"},
+        seeds=3, smallest_size=True, synthetic_root="data/reproduce-cpu",
+        description="about 3-4 minutes per run on one core: 192 px, 400 generated 256x192 images (340 train / "
+                    "60 val), batch 8, 24 epochs of 40 steps (families that do not learn there: 4 epochs of "
+                    "25 steps, a pipeline check)",
+        family_overrides={family: PIPELINE_CHECK for family in CPU_CONFIGS if family not in LEARN_AT_CPU},
+        learns=LEARN_AT_CPU),
     "gpu": Budget(
         "gpu", FULL_CONFIGS,
         {"data.format": "synthetic", "data.synthetic.images": 2000, "data.synthetic.seed": 0, "train.epochs": 30,
@@ -110,16 +135,6 @@ class ReproduceOptions:
     overrides: list[str] = field(default_factory=list)
     name: str | None = None  # default: reproduce-table<N>-<budget>-<time>
     workdir: str = "runs"
-
-
-@dataclass
-class RowResult:
-    detector: str  # the detector we trained
-    paper_detector: str  # the detector of the paper's row we compare with
-    row: PaperRow
-    runs: int
-    failed: int
-    metrics: dict[str, tuple[float, float]]  # metric -> (mean, sample std) in %, NaN where no value
 
 
 @dataclass
@@ -174,16 +189,12 @@ def _base_config(budget: Budget, detector: str, overrides: list[str], workdir: s
     # A budget's input size rounded up to the family's stride multiple (FCOS/RetinaNet 128, R-CNN 64).
     multiple = family_of(detector).recipe.stride_multiple
     overrides_for_family = {k: (-(-v // multiple) * multiple if k == "data.img_size" else v)
-                            for k, v in budget.overrides.items()}
+                            for k, v in {**budget.overrides, **budget.family_overrides.get(family, {})}.items()}
     pairs = [f"{k}={v}" for k, v in overrides_for_family.items()]
     if budget.synthetic_root is not None:
         pairs.append(f"data.root={Path(workdir).resolve() / budget.synthetic_root}")
     pairs.append(f"detector.name={detector}")
     return load_config(REPO / budget.configs[family], [*pairs, *overrides])
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "row"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,12 +229,12 @@ def run_reproduce(options: ReproduceOptions) -> ReproduceResult:
         for row in table.rows_for(paper_detector):
             for seed in seeds:
                 cfg = parse_config(apply_params(base, {**row.settings, "seed": seed}))
-                jobs.append((f"{_slug(trained)}-{_slug(row.name)}-seed{seed}", trained, paper_detector, row, cfg))
+                jobs.append((trial_id(trained, row.name, seed), trained, paper_detector, row, cfg))
 
     commit = tracking.git_commit(REPO)
     _run_jobs(jobs, table, budget, name, folder, uri, options.workdir, first, commit)
     rows = summarise(table, plan, tracking.study_trials(uri, name), seeds)
-    context = _context(table, budget, plan, first, seeds, commit)
+    context = _context(table, budget, plan, bases, seeds, commit)
     files = write_outputs(table, rows, folder / "reproduce", context, budget.name)
     tracking.log_parent_artifacts(uri, name, [*files, table.path], "reproduce")
     return ReproduceResult(name, table, budget, rows, files[0].read_text(), files, tracking.redact_uri(uri),
@@ -245,144 +256,40 @@ def _run_jobs(jobs: list, table: PaperTable, budget: Budget, name: str, folder: 
         tags=tags, artifacts={"base-config.yaml": config_text, "paper-table.yaml": table.path.read_text()})
     tracker.start()
     run_in_process(tracker, [
-        LocalRun(trial_id, f"{row.name} ({cfg.detector.name}, seed {cfg.seed})", cfg, [*row.settings, "seed"])
-        for trial_id, _trained, _paper, row, cfg in jobs], folder)
+        LocalRun(run_id, f"{row.name} ({cfg.detector.name}, seed {cfg.seed})", cfg, [*row.settings, "seed"])
+        for run_id, _trained, _paper, row, cfg in jobs], folder)
 
 
 # ---------------------------------------------------------------------------------------------
-# the table
+# the table's heading
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    finite = [100 * v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
-
-
-def summarise(table: PaperTable, plan: list[tuple[str, str]], records: list[Any], seeds: list[int]
-              ) -> list[RowResult]:
-    """One ``RowResult`` per (detector, paper row), matched to MLflow records by trial id."""
-    by_id = {r.trial_id: r for r in records}
-    results = []
-    for trained, paper_detector in plan:
-        for row in table.rows_for(paper_detector):
-            mine = [by_id[t] for t in (f"{_slug(trained)}-{_slug(row.name)}-seed{s}" for s in seeds) if t in by_id]
-            done = [r for r in mine if r.status == "completed"]
-            metrics = {m: _mean_std([r.metrics.get(m, math.nan) for r in done]) for m in table.metrics}
-            results.append(RowResult(trained, paper_detector, row, len(done), len(seeds) - len(done), metrics))
-    return results
-
-
-def _context(table: PaperTable, budget: Budget, plan: list[tuple[str, str]], cfg: RunConfig, seeds: list[int],
-             commit: str | None) -> list[str]:
-    data = cfg.data
+def _context(table: PaperTable, budget: Budget, plan: list[tuple[str, str]], bases: dict[str, RunConfig],
+             seeds: list[int], commit: str | None) -> list[str]:
+    data = bases[plan[0][0]].data
     source = (f"{data.format} at {data.root}" + (f" ({data.synthetic.images} images, val fraction "
                                                    f"{data.synthetic.val_fraction})" if data.format == "synthetic" else ""))
-    steps = f", at most {cfg.train.max_steps_per_epoch} steps per epoch" if cfg.train.max_steps_per_epoch else ""
+    # Families round the input size up to their stride multiple (and may differ in batch): say each one's.
+    recipes = {trained: recipe_text(bases[trained]) for trained, _ in plan}
+    if len(set(recipes.values())) == 1:
+        trained_with = f"detector {', '.join(recipes)}; {next(iter(recipes.values()))}"
+    else:
+        trained_with = "detectors " + "; ".join(f"{d} at {text}" for d, text in recipes.items())
     lines = [
-        f"Ours: budget `{budget.name}` ({budget.description}); detector "
-        f"{', '.join(trained for trained, _ in plan)}; data {source}; {data.img_size} px, batch "
-        f"{cfg.train.batch_size}, {cfg.train.epochs} epochs{steps}; seeds {seeds[0]}..{seeds[-1]}; commit "
-        f"{(commit or 'unknown')[:12]}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
-        f"{platform.machine()} {platform.system()}.",
-        f"Paper: {table.setting}; detector {', '.join(paper for _, paper in plan)} ({table.source}).",
+        f"Ours: budget `{budget.name}` ({budget.description}); data {source}; {trained_with}; "
+        f"{seed_range(seeds)}; commit {(commit or 'unknown')[:12]}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()} {platform.system()}.",
+        f"Paper: {table.setting}; detector{'s' if len(plan) > 1 else ''} "
+        f"{', '.join(paper for _, paper in plan)} ({table.source}).",
     ]
     for trained, paper in plan:
         if trained != paper:
             lines.append(f"Note: the paper's numbers are for {paper}; ours ran {trained} at this budget, so compare "
                          "the deltas, not the levels.")
+    from detectors.zoo import family_of
+
+    silent = sorted({family_of(trained).name for trained, _ in plan} - set(budget.learns or ()))
+    if budget.learns is not None and silent:
+        lines.append(f"Note: {', '.join(silent)} do{'es' if len(silent) == 1 else ''} not learn at the {budget.name} "
+                     "budget (baseline mAP far below 20 %): those rows check the pipeline, not the method.")
     return lines
-
-
-def _fmt(value: float, digits: int = 2) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def _delta(value: float, base: float, digits: int = 2) -> str:
-    if math.isnan(value) or math.isnan(base):
-        return "n/a"
-    return f"{value - base:+.{digits}f}"
-
-
-def _baseline(rows: list[RowResult], row: RowResult) -> RowResult:
-    return next(r for r in rows if r.detector == row.detector and r.row.baseline)
-
-
-def format_markdown(table: PaperTable, rows: list[RowResult], context: list[str]) -> str:
-    header = ["detector", "row", "runs"]
-    for m in table.metrics:
-        header += [f"{METRICS[m]} ours", f"Δ{METRICS[m]} ours", f"{METRICS[m]} paper", f"Δ{METRICS[m]} paper"]
-    lines = [f"# Paper Table {table.number} reproduced: {table.title}", "", *context, "",
-             "| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    for r in rows:
-        base = _baseline(rows, r)
-        runs = f"{r.runs}" + (f" ({r.failed} failed)" if r.failed else "")
-        marked = r.row.baseline and "baseline" not in r.row.name.lower()
-        cells = [r.detector, r.row.name + (" (baseline)" if marked else ""), runs]
-        for m in table.metrics:
-            mean, std = r.metrics[m]
-            cells += [f"{_fmt(mean)} ± {_fmt(std)}" if not math.isnan(mean) else "n/a",
-                      _delta(mean, base.metrics[m][0]), _fmt(r.row.paper[m], 1),
-                      _delta(r.row.paper[m], base.row.paper[m], 1)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Values in %. Ours: mean ± sample std over the completed seeds; Δ: the row's mean minus the "
-              "baseline's mean of the same detector (ours against ours, the paper's against the paper's)."]
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(table: PaperTable, rows: list[RowResult], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["detector", "paper_detector", "row", "baseline", "runs", "failed",
-                         *(f"{m}_{k}" for m in table.metrics for k in ("mean", "std", "paper"))])
-        for r in rows:
-            writer.writerow([r.detector, r.paper_detector, r.row.name, r.row.baseline, r.runs, r.failed,
-                             *(v for m in table.metrics for v in (f"{r.metrics[m][0]:.4f}", f"{r.metrics[m][1]:.4f}",
-                                                                  r.row.paper[m]))])
-
-
-def plot_deltas(table: PaperTable, rows: list[RowResult], path: Path, title: str) -> None:
-    """Per metric, two panels: the values (ours with std bars beside the paper's) and each row's delta
-    against its baseline (ours beside the paper's)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = list(table.metrics)
-    fig, axes = plt.subplots(2, len(metrics), figsize=(max(5.5, 3.2 * len(metrics)), 7.5), squeeze=False)
-    labels = [f"{r.row.name}" + (f"\n{r.detector}" if len({x.detector for x in rows}) > 1 else "") for r in rows]
-    xs = list(range(len(rows)))
-
-    def bars(ax: Any, ours: list[float], stds: list[float], paper: list[float], ylabel: str) -> None:
-        ax.bar([x - 0.2 for x in xs], [0 if math.isnan(v) else v for v in ours], 0.4,
-               yerr=[0 if math.isnan(v) else v for v in stds], capsize=3, label="ours (mean ± std)")
-        ax.bar([x + 0.2 for x in xs], paper, 0.4, label="paper")
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_xticks(xs, labels, rotation=45, ha="right", fontsize=7)
-        ax.set_title(ylabel, fontsize=9)
-
-    for column, m in enumerate(metrics):
-        bars(axes[0][column], [r.metrics[m][0] for r in rows], [r.metrics[m][1] for r in rows],
-             [r.row.paper[m] for r in rows], f"{METRICS[m]} (%)")
-        bars(axes[1][column], [r.metrics[m][0] - _baseline(rows, r).metrics[m][0] for r in rows],
-             [r.metrics[m][1] for r in rows], [r.row.paper[m] - _baseline(rows, r).row.paper[m] for r in rows],
-             f"Δ{METRICS[m]} vs own baseline (points)")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def write_outputs(table: PaperTable, rows: list[RowResult], folder: Path, context: list[str], budget: str = ""
-                  ) -> list[Path]:
-    """``tableN.md``, ``tableN.csv`` and ``tableN.png`` in ``folder``; returns their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    md, csv_path, png = (folder / f"table{table.number}.{ext}" for ext in ("md", "csv", "png"))
-    write_text_atomic(md, format_markdown(table, rows, context))
-    write_csv(table, rows, csv_path)
-    detectors = ", ".join(dict.fromkeys(r.detector for r in rows))
-    plot_deltas(table, rows, png, f"Paper Table {table.number} vs ours ({detectors}, budget {budget})")
-    return [md, csv_path, png]

@@ -5,7 +5,7 @@
   from ``trainer.history``, so a resumed run (history restored from its checkpoint) keeps its
   earlier epochs and a killed run still has every finished epoch.
 - ``results.png``: the losses (one panel each) and the mAPs (``map``, ``ap50``, ``ap75``) per
-  epoch, drawn when training ends.
+  epoch, drawn when training ends, on whole-number epoch ticks.
 
 ``after_train`` then hands both paths to ``on_written`` (``mssd train`` logs them to its MLflow run).
 """
@@ -53,11 +53,14 @@ def write_results_csv(path: Path, history: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
-def write_results_png(path: Path, history: Sequence[dict[str, Any]]) -> Path:
+def write_results_png(path: Path, history: Sequence[dict[str, Any]]) -> Any:
+    """Draw ``results.png``; returns the (closed) figure, whose axes tests can read back."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from study.report_plots import integer_epochs
 
     columns = results_columns(history)
     losses = [c for c in columns if c.startswith("loss/")]
@@ -73,6 +76,7 @@ def write_results_png(path: Path, history: Sequence[dict[str, Any]]) -> Path:
             ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", markersize=3, label=key)
         ax.set_title(keys[0] if len(keys) == 1 else "mAP", fontsize=10)
         ax.set_xlabel("epoch", fontsize=8)
+        integer_epochs(ax, epochs)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
         if len(keys) > 1:
@@ -84,7 +88,7 @@ def write_results_png(path: Path, history: Sequence[dict[str, Any]]) -> Path:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
-    return path
+    return fig
 
 
 class RunResults:
@@ -101,6 +105,7 @@ class RunResults:
         if not trainer.history:
             return
         paths = [write_results_csv(self.run_dir / CSV_NAME, trainer.history),
-                 write_results_png(self.run_dir / PNG_NAME, trainer.history)]
+                 self.run_dir / PNG_NAME]
+        write_results_png(paths[1], trainer.history)
         if self.on_written is not None:
             self.on_written(paths)

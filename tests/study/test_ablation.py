@@ -58,11 +58,43 @@ def test_summary_groups_runs_by_variant_with_mean_and_sample_std():
     assert all(math.isnan(v) for v in rows["+MAD +MSSD"].metrics["aps"])
 
 
-def test_a_variant_without_runs_shows_not_available():
+def test_a_variant_without_runs_shows_not_available_and_one_seed_says_n_1():
     rows = summarise([record(False, False, 0, **full_metrics(0.3))])
     table = format_markdown(rows)
-    assert table.count("n/a") == 3 * len(METRICS)
-    assert "| baseline |  |  | 1 | 30.00 ± 0.00 |" in table
+    assert table.count("n/a") == 3 * (len(METRICS) + 1)  # every metric and the delta of the three variants
+    assert "| baseline |  |  | 1 | 30.00 (n = 1) |" in table  # not "± 0.00": one seed has no known spread
+    assert "Paired deltas" not in table  # no pair, no delta table
+
+
+def test_each_variant_gets_its_paired_delta_to_the_baseline_seed_by_seed_with_a_95_percent_ci(tmp_path):
+    base = {0: 0.30, 1: 0.32, 2: 0.34}
+    records = [record(False, False, s, **full_metrics(v)) for s, v in base.items()]
+    # +MSSD: 5, 6 and 4 points above the baseline's same seed: mean 5, sd 1, n 3; the 95 % paired t
+    # interval is 5 -+ t(0.975, 2) / sqrt(3) = 5 -+ 4.302653 / 1.732051 = [2.52, 7.48]; p = 0.0131.
+    records += [record(True, False, s, **full_metrics(base[s] + d)) for s, d in ((0, 0.05), (1, 0.06), (2, 0.04))]
+    # +MAD: seed 9 has no baseline run, seed 2 failed: only seeds 0 and 1 pair (-1 and +3 points).
+    records += [record(False, True, 0, **full_metrics(0.29)), record(False, True, 1, **full_metrics(0.35)),
+                record(False, True, 9, **full_metrics(0.90)), record(False, True, 2, "nonfinite", **full_metrics(0.9))]
+    rows = {r.variant.name: r for r in summarise(records)}
+    mssd, mad = rows["+MSSD"].deltas["map"], rows["+MAD"].deltas["map"]
+    assert (mssd.n, mssd.mean) == (3, pytest.approx(0.05))
+    assert (mssd.ci_low, mssd.ci_high) == (pytest.approx(0.025159, abs=1e-6), pytest.approx(0.074841, abs=1e-6))
+    assert mssd.p_value == pytest.approx(0.013072, abs=1e-5) and mssd.excludes_zero
+    assert (mad.n, mad.mean) == (2, pytest.approx(0.01)) and not mad.excludes_zero
+    table = format_markdown(list(rows.values()))
+    assert "| +MSSD |  | ✓ | 3 | " in table and "| +5.00 [+2.52, +7.48] * |" in table
+    assert "| +MAD | ✓ |  | 3 (+1 failed) | " in table and "| +1.00 [" in table
+    assert "+1.00 [-24.41, +26.41] |" in table  # 1 -+ t(0.975, 1) * 2.828 / sqrt(2) = 1 -+ 12.706 * 2
+    assert "`*`: the 95 % CI of the paired delta excludes 0" in table
+    assert "| +MSSD | mAP | 3 | +5.00 | [+2.52, +7.48] | 0.013 | * |" in table
+    assert "| baseline |  |  | 3 | " in table and "| baseline | 0." in table  # the baseline row has no delta
+    _, csv_path, _ = write_outputs(list(rows.values()), tmp_path)
+    with open(csv_path) as f:
+        by_variant = {row["variant"]: row for row in csv.DictReader(f)}
+    assert by_variant["+MSSD"]["map_delta_n"] == "3"
+    assert float(by_variant["+MSSD"]["map_delta_ci_low"]) == pytest.approx(0.025159, abs=1e-6)
+    assert float(by_variant["+MSSD"]["map_delta_p"]) == pytest.approx(0.013072, abs=1e-5)
+    assert by_variant["baseline"]["map_delta_n"] == "0" and by_variant["baseline"]["map_delta_mean"] == ""
 
 
 def test_outputs_are_markdown_csv_and_a_png(tmp_path):

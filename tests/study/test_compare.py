@@ -102,8 +102,11 @@ def test_outputs_are_markdown_csv_and_a_png(tmp_path):
     md, csv_path, png = write_outputs(rows, tmp_path / "out", ["**title**"])
     text = md.read_text()
     assert text.startswith("**title**\n")
-    assert "| cspdarknet | yolov5n | baseline | N/A | 2 | 10.50 ± 0.71 | 21.00 ± 1.41 | +0.00 | 0.000 | 0.0000 | 1.00 |" in text
-    assert "| cspdarknet | yolov5n | kd | yolov5s | 2 | 20.50 ± 0.71 | 41.00 ± 1.41 | +10.00 | 0.003 | 1.2540 (teacher 1.2500) | 2.00 |" in text
+    assert "| cspdarknet | yolov5n | baseline | N/A | 2 | 10.50 ± 0.71 | 21.00 ± 1.41 | baseline | 0.000 | 0.0000 | 1.00 |" in text
+    # kd is 10 points above the baseline on both seeds: a zero-width interval at +10, beyond seed noise.
+    assert ("| cspdarknet | yolov5n | kd | yolov5s | 2 | 20.50 ± 0.71 | 41.00 ± 1.41 | +10.00 [+10.00, +10.00] * | "
+            "0.003 | 1.2540 (teacher 1.2500) | 2.00 |") in text
+    assert "| cspdarknet | kd | mAP | 2 | +10.00 | [+10.00, +10.00] | <0.001 | * |" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(csv_path) as f:
         table = list(csv.DictReader(f))
@@ -111,11 +114,30 @@ def test_outputs_are_markdown_csv_and_a_png(tmp_path):
     assert float(table[1]["map_mean"]) == pytest.approx(0.205) and int(table[1]["training_params"]) == 2500
     assert table[1]["teacher"] == "yolov5s" and float(table[1]["step_time_ratio"]) == pytest.approx(2.0)
     assert float(table[0]["teacher_gflops"]) == 0.0
+    assert table[1]["map_delta_n"] == "2" and float(table[1]["map_delta_mean"]) == pytest.approx(0.1)
 
 
 def test_a_method_without_runs_reads_not_available():
     rows = summarise([record("none", "yolov5n", 0)], PAIRS[:2], [("cspdarknet", "yolov5n")])
     assert "| cspdarknet | yolov5n | kd | N/A | 0 | n/a | n/a | n/a |" in format_markdown(rows)
+
+
+def test_deltas_pair_each_method_with_its_own_backbones_baseline_on_the_same_seed():
+    records = [record("none", "yolov5n", 0, mAP=0.30), record("none", "yolov5n", 1, mAP=0.40),
+               record("kd", "yolov5n", 0, mAP=0.31), record("kd", "yolov5n", 1, mAP=0.43),
+               record("kd", "yolov5n", 2, mAP=0.99),  # no baseline run on seed 2: not paired
+               record("none", "yolov5s_convnext", 0, mAP=0.50), record("kd", "yolov5s_convnext", 0, mAP=0.45)]
+    rows = {(r.backbone, r.method): r for r in summarise(
+        records, PAIRS[:2], [("cspdarknet", "yolov5n"), ("convnext", "yolov5s_convnext")])}
+    kd = rows[("cspdarknet", "kd")].deltas["map"]
+    assert (kd.n, kd.mean) == (2, pytest.approx(0.02))  # seeds 0 and 1: +1 and +3 points
+    convnext = rows[("convnext", "kd")].deltas["map"]
+    assert (convnext.n, convnext.mean, convnext.ci_low) == (1, pytest.approx(-0.05), None)
+    table = format_markdown(list(rows.values()))
+    assert "| -5.00 (n = 1) |" in table  # one pair: no interval, said in words
+    # Without a baseline in the table there is nothing to pair with.
+    alone = summarise(records, [PAIRS[1]], [("cspdarknet", "yolov5n")])
+    assert alone[0].deltas["map"].n == 0 and "n/a (no baseline)" in format_markdown(alone)
 
 
 def _options(tmp_path, config, **kwargs) -> CompareOptions:
@@ -144,9 +166,17 @@ def test_an_existing_comparison_folder_is_refused(tmp_path):
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["cmp"]
 
 
-def test_tiny_maps_of_a_cpu_budget_keep_four_decimals():
+def test_tiny_maps_of_a_cpu_budget_print_every_cell_with_four_decimals():
     records = [record("none", "yolov5n", 0, mAP=0.000019), record("kd", "yolov5n", 0, mAP=0.000027)]
     table = format_markdown(summarise(records, PAIRS[:2], [("cspdarknet", "yolov5n")]))
-    assert "| baseline | N/A | 1 | 0.0019 ± 0.0000 | 0.0038 ± 0.0000 | +0.00 |" in table
-    assert "| kd | N/A | 1 | 0.0027 ± 0.0000 | 0.0054 ± 0.0000 | +0.0008 |" in table
+    assert "| baseline | N/A | 1 | 0.0019 (n = 1) | 0.0038 (n = 1) | baseline |" in table
+    assert "| kd | N/A | 1 | 0.0027 (n = 1) | 0.0054 (n = 1) | +0.0008 (n = 1) |" in table
+
+
+def test_one_table_prints_its_deltas_with_one_number_of_decimals():
+    records = [record("none", "yolov5n", 0, mAP=0.30), record("kd", "yolov5n", 0, mAP=0.300008),
+               record("lgd", "yolov5n", 0, mAP=0.35)]
+    table = format_markdown(summarise(records, [PAIRS[0], PAIRS[1], PAIRS[4]], [("cspdarknet", "yolov5n")]))
+    assert "| +0.00 (n = 1) |" in table and "| +5.00 (n = 1) |" in table  # not +0.0008 beside +5.00
+    assert "0.0008" not in table
 

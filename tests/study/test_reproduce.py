@@ -124,14 +124,50 @@ def test_rows_are_read_back_with_means_stds_and_deltas_beside_the_papers(tmp_pat
     assert (sigma2.runs, sigma2.failed, sigma2.metrics["map"]) == (1, 1, (pytest.approx(30.0), 0.0))
     assert math.isnan(rows[1].metrics["map"][0]) and rows[5].runs == 0
     text = format_markdown(table, rows, ["Ours: test", "Paper: test"])
-    assert "| yolov5n | baseline | 2 | 15.00 ± 7.07 | +0.00 | 36.6 | +0.0 |" in text
-    assert "| yolov5n | +MAD sigma2=2 | 1 (1 failed) | 30.00 ± 0.00 | +15.00 | 37.6 | +1.0 |" in text
+    assert "| yolov5n | baseline | 2 | 15.00 ± 7.07 | baseline | 36.6 | +0.0 |" in text
+    # sigma2=2 finished on seed 0 only: paired with the baseline's seed 0 (10 %), not its mean over both seeds.
+    assert "| yolov5n | +MAD sigma2=2 | 1 (1 failed) | 30.00 (n = 1) | +20.00 (n = 1) | 37.6 | +1.0 |" in text
     assert "| yolov5n | +MAD sigma2=8 | 0 (2 failed) | n/a | n/a | 36.7 | +0.1 |" in text
     md, csv_path, png = write_outputs(table, rows, tmp_path / "reproduce", ["Ours: test", "Paper: test"], "smoke")
     assert md.name == "table6.md" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(csv_path) as f:
         table_rows = list(csv.DictReader(f))
     assert float(table_rows[3]["map_paper"]) == 37.6 and float(table_rows[0]["map_mean"]) == 15.0
+    assert (table_rows[3]["map_delta_n"], float(table_rows[3]["map_delta_mean"])) == ("1", 20.0)
+
+
+def test_rows_get_paired_deltas_with_95_percent_cis_and_a_mark_beyond_seed_noise():
+    table = load_paper_table(2)
+    ids = {r.name: r for r in table.rows_for("yolov5n")}
+    from study.reproduce_table import trial_id
+
+    def runs(row: str, values: list[float]) -> list[TrialRecord]:
+        return [record(trial_id("yolov5n", row, s), **{m: v for m in table.metrics}) for s, v in enumerate(values)]
+
+    names = list(ids)
+    records = [*runs(names[0], [0.30, 0.32, 0.34]), *runs(names[1], [0.35, 0.38, 0.38]),
+               *runs(names[2], [0.29, 0.35, 0.33])]
+    rows = summarise(table, [("yolov5n", "yolov5n")], records, [0, 1, 2])
+    text = format_markdown(table, rows, ["Ours: test"])
+    # +5, +6, +4 points: mean 5, 95 % CI 5 -+ 4.302653 / sqrt(3), excludes 0.
+    assert f"| yolov5n | {names[1]} | 3 | 37.00 ± 1.73 | +5.00 [+2.52, +7.48] * |" in text
+    # -1, +3, -1 points: mean 0.33, sd 2.31, 0.33 -+ 4.302653 * 2.31 / sqrt(3): contains 0, no mark.
+    assert f"| yolov5n | {names[2]} | 3 | 32.33 ± 3.06 | +0.33 [-5.40, +6.07] |" in text
+    assert "`*`: the 95 % CI of the paired delta excludes 0" in text
+    assert f"| yolov5n | {names[1]} | mAP | 3 | +5.00 | [+2.52, +7.48] | 0.013 | * |" in text
+
+
+def test_the_heading_states_each_detectors_input_size_and_counts_in_words(tmp_path):
+    from study.reproduce import BUDGETS, _base_config, _context, _detector_plan
+
+    table, budget = load_paper_table(3), BUDGETS["smoke"]
+    plan = _detector_plan(table, budget, None)
+    bases = {trained: _base_config(budget, trained, [], str(tmp_path)) for trained, _ in plan}
+    heading = _context(table, budget, plan, bases, [0], "abc")[0]
+    # FCOS rounds the budget's 64 px up to its stride multiple, 128: the heading must not say 64 for it.
+    assert "yolox_nano at 64 px, batch 4, 1 epoch of at most 1 step" in heading
+    assert "fcos_tiny at 128 px, batch 4, 1 epoch of at most 1 step" in heading
+    assert "1 epochs" not in heading and "1 steps" not in heading and "; seed 0;" in heading
 
 
 def test_the_fidelity_search_space_covers_every_switch():
