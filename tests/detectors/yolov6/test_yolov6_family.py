@@ -166,3 +166,23 @@ def test_yolov6_trains_and_evaluates_through_the_engine(tmp_path):
     for name in ("loss/gt/iou", "loss/gt/dfl", "loss/gt/cls", "loss/distill", "loss/mask", "map"):
         assert name in metrics
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_prediction_distillers_refuse_its_head_in_one_line_and_lgd_runs_through_forward_head(tmp_path):
+    from detectors.distillation import build_distillation_for
+    from detectors.zoo import build_detector_for
+
+    teacher = tmp_path / "teacher.pt"
+    torch.save(build_detector("yolov6n", num_classes=2).state_dict(), teacher)
+    base = {"detector": {"name": "yolov6n"}, "data": {"img_size": 64, "classes": ["a", "b"]}}
+    cfg = parse_config({**base, "losses": {"method": "kd"}, "distill": {"teacher": {"name": "yolov6n",
+                                                                                    "weights": str(teacher)}}})
+    with pytest.raises(ConfigError, match="needs dense heads with objectness") as error:
+        build_distillation_for(cfg, build_detector_for(cfg))
+    assert "\n" not in str(error.value)
+    cfg = parse_config({**base, "losses": {"method": "lgd"}})
+    model = build_detector_for(cfg).train()
+    images = torch.rand(2, 3, 64, 64)
+    terms = build_distillation_for(cfg, model)(model(images), torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.3]]), 64,
+                                               images=images)
+    assert all(torch.isfinite(v) for v in terms.values()) and terms["lgd/teacher_gt"] > 0
