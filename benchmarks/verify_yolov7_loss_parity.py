@@ -16,7 +16,8 @@ with duplicates, a batch without any target) and both losses (``ComputeLoss``: `
 Variants on one size: label smoothing 0.1, focal gamma 1.5, positive weights 2 / 0.5, K = 1 (no class
 term). Upstream's OTA creates its empty result on ``cuda:0``; for the batch without targets that device is
 mapped to the CPU while their code runs. Last, the tiny crowded OTA case that
-``tests/detectors/yolov7/test_yolov7_loss.py`` pins is printed (positions and items) and checked. Exit status 1 if any check fails.
+``tests/detectors/yolov7/test_yolov7_loss.py`` pins is printed (positions and items) and checked. ``--time``:
+the CPU time of both losses on YOLOv7's maps (batch 8), interleaved. Exit status 1 if any check fails.
 """
 
 from __future__ import annotations
@@ -222,6 +223,37 @@ def record(checks: Checks, their_loss, src: Path) -> None:
     compare(checks, "tiny crowded OTA case", theirs, ours)
 
 
+def time_losses(their_yolo, their_loss, src: Path, size: str, img: int, batch: int, repeats: int = 7) -> None:
+    """Median seconds of loss + backward on the same maps (their code vs ours), interleaved, 1 thread."""
+    import statistics
+    import time
+
+    model = build_theirs(their_yolo, src, size, nc=3)
+    randomise(model, 0)
+    model.train()
+    model.hyp, model.gr, model.nc = their_hyp(src, 3, img), 1.0, 3
+    images = torch.rand(batch, 3, img, img, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        maps = [m.detach() for m in model(images)]
+    g = torch.Generator().manual_seed(1)
+    targets = torch.cat([target_cases(batch, g)["random"]])
+    for ota in (False, True):
+        gt = YOLOv7GtConfig(ota=ota)
+        times: dict[str, list[float]] = {"theirs": [], "ours": []}
+        theirs = their_loss.ComputeLossOTA(model) if ota else their_loss.ComputeLoss(model)
+        ours = YOLOv7RepoLoss(SimpleNamespace(detect=model.model[-1]), img_size=img, gains=gt)
+        for _ in range(repeats):
+            for who, fn in (("theirs", theirs), ("ours", ours)):
+                leaves = [m.clone().requires_grad_(True) for m in maps]
+                start = time.perf_counter()
+                total = fn(leaves, targets, images)[0] if (ota and who == "theirs") else fn(leaves, targets)[0]
+                total.backward()
+                times[who].append(time.perf_counter() - start)
+        t, o = statistics.median(times["theirs"]), statistics.median(times["ours"])
+        print(f"  time {size} {'ComputeLossOTA' if ota else 'ComputeLoss'} ({len(targets)} targets, batch {batch}, "
+              f"{img} px; loss + backward): theirs {t * 1e3:.1f} ms, ours {o * 1e3:.1f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--yolov7-src", type=Path, default=Path("/tmp/upstream/yolov7"))
@@ -229,6 +261,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sizes", nargs="+", default=["yolov3", "yolov4_csp", "yolov7_tiny", "yolov7"])
+    parser.add_argument("--time", action="store_true", help="also time both losses on yolov7 maps, batch 8")
     args = parser.parse_args()
     torch.set_num_threads(1)
     their_yolo, _ = import_upstream(args.yolov7_src)
@@ -246,6 +279,8 @@ def main() -> int:
         check_size(checks, their_yolo, their_loss, args.yolov7_src, size, args.img, args.batch, args.seed,
                    copy.deepcopy(variants))
     record(checks, their_loss, args.yolov7_src)
+    if args.time:
+        time_losses(their_yolo, their_loss, args.yolov7_src, "yolov7", args.img, 8)
     print(f"{'ALL OK' if not checks.failed else f'{len(checks.failed)} FAILED'}")
     return 1 if checks.failed else 0
 
