@@ -39,7 +39,7 @@ def check_data(cfg: RunConfig, *, weights: str | Path | None = None) -> None:
     distill.teacher.weights. ``mssd tune``, ``ablate`` and ``compare`` run this before Ray starts too."""
     from detectors.comparators.teacher import check_teacher
     from detectors.data import load_samples
-    from detectors.data.image_file import check_images
+    from detectors.data.image_cache import check_split_images
 
     check_teacher(cfg)
     if weights is not None:
@@ -47,7 +47,7 @@ def check_data(cfg: RunConfig, *, weights: str | Path | None = None) -> None:
     elif cfg.detector.weights:
         check_initial_weights(cfg, cfg.detector.weights, "detector.weights")
     for split in ("train", "val"):
-        check_images(load_samples(cfg.data, split), cache=cfg.data.cache, size=cfg.data.img_size)
+        check_split_images(cfg.data.cache, load_samples(cfg.data, split), cfg.data.img_size)
 
 
 def check_weights(path: str | Path, flag: str = "--weights") -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detectors.data.image_file import check_size, read_image
+from detectors.data.image_file import check_images, check_size, read_image
 from detectors.data.sample import Sample
 from detectors.data.transforms import letterbox_meta
 from detectors.errors import DataFormatError
@@ -192,3 +192,15 @@ def build_image_cache(mode: str, samples: Sequence[Sample], size: int, *,
     if mode == "disk":
         return ImageCache.open_disk(samples, size, cache_dir=cache_dir)
     raise DataFormatError(f"data.cache: expected one of {', '.join(CACHE_MODES)}, got {mode!r}")
+
+
+def check_split_images(mode: str, samples: Sequence[Sample], size: int, *, threads: int | None = None) -> None:
+    """The pre-flight decode of every image (``image_file.check_images``), one line naming the first bad file.
+
+    ``data.cache: disk``: build (or reuse) the node's cache file for ``samples`` at ``size`` instead; it
+    decodes each image through the same ``read_image``, and the run then reads it without decoding again.
+    """
+    if mode == "disk":
+        ImageCache.open_disk(samples, size, threads=threads)
+    else:
+        check_images(samples, threads=threads)

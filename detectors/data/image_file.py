@@ -8,8 +8,8 @@ marker (what truncation loses), decodes with ``imdecode`` (which returns ``None`
 and raises one ``DataFormatError`` naming the file and what is wrong.
 
 ``check_images`` runs that decode over every sample before the run folder exists (``mssd train``,
-``tune``, ``ablate`` and ``compare`` pre-flight). With ``data.cache: disk`` the check *is* the cache
-build: the run then opens the file the check wrote instead of decoding again.
+``tune``, ``ablate`` and ``compare`` pre-flight, through ``image_cache.check_split_images``: with
+``data.cache: disk`` the check *is* the cache build, and the run opens the file it wrote).
 """
 
 from __future__ import annotations
@@ -76,18 +76,9 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def check_images(samples: Sequence[Sample], *, cache: str = "none", size: int | None = None,
-                 threads: int | None = None) -> None:
+def check_images(samples: Sequence[Sample], *, threads: int | None = None) -> None:
     """Decode every image of ``samples``; the first bad one (in split order) is one ``DataFormatError``.
-
-    ``cache="disk"`` with the input ``size``: build (or reuse) the node's disk cache instead, which
-    decodes each image through ``read_image`` once; the run reads that file and decodes nothing again.
-    """
-    if cache == "disk" and size is not None:
-        from detectors.data.image_cache import ImageCache
-
-        ImageCache.open_disk(samples, size, threads=threads)
-        return
+    (``image_cache.check_split_images`` picks this or the disk cache build, which decodes the same way.)"""
     with ThreadPoolExecutor(max_workers=threads or default_threads()) as pool:
         # map keeps the split order, so the error names the first bad file, as a serial check would
         for _ in pool.map(check_image, samples):

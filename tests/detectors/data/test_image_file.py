@@ -6,7 +6,7 @@ import pytest
 
 from detectors.config import DataConfig
 from detectors.data import load_samples
-from detectors.data.image_cache import ImageCache
+from detectors.data.image_cache import ImageCache, check_split_images
 from detectors.data.image_file import check_images, read_image
 from detectors.errors import DataFormatError
 
@@ -71,7 +71,7 @@ def test_an_image_whose_size_differs_from_its_header_read_is_refused(tmp_path):
 def test_with_a_disk_cache_the_check_builds_the_cache_the_run_then_opens(tmp_path, monkeypatch):
     monkeypatch.setenv("MSSD_CACHE_DIR", str(tmp_path / "cache"))
     samples = load_samples(_yolo_split(tmp_path), "val")
-    check_images(samples, cache="disk", size=64, threads=1)
+    check_split_images("disk", samples, 64, threads=1)
     (built,) = (tmp_path / "cache").glob("*.bin")
     stamp = built.stat().st_mtime_ns
     cache = ImageCache.open_disk(samples, 64)  # what the run's loader does: reads the file, decodes nothing
@@ -83,5 +83,5 @@ def test_a_damaged_image_is_refused_by_the_disk_cache_build_too(tmp_path, monkey
     samples = load_samples(_yolo_split(tmp_path), "val")
     _truncate(samples[0].image_path)
     with pytest.raises(DataFormatError, match=r"a\.jpg: truncated JPEG"):
-        check_images(samples, cache="disk", size=64, threads=1)
+        check_split_images("disk", samples, 64, threads=1)
     assert not list((tmp_path / "cache").glob("*.json"))  # no index: nothing half-built is ever read
