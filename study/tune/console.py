@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -38,7 +39,29 @@ def quiet_driver(verbose: int | None, starts_local_ray: bool) -> int:
     if starts_local_ray:  # a new local cluster gets token auth by default; Ray warns that it did so
         logging.getLogger(_TOKEN_LOGGER).setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
+    state_logger = logging.getLogger(_STATE_LOGGER)
+    if not any(isinstance(f, _TempFileRace) for f in state_logger.filters):
+        state_logger.addFilter(_TempFileRace())
     return logging.WARNING
+
+
+_STATE_LOGGER = "ray.tune.execution.experiment_state"
+# Tune's atomic writes go through ``.<uuid4>-<name>`` temporary files in the driver's staging folder
+_TEMP_FILE = re.compile(r"/\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-[^/'\"]+")
+
+
+class _TempFileRace(logging.Filter):
+    """Drops Tune's "Saving experiment state to storage ... failed" traceback when the file that vanished
+    is one of its own temporary files: Tune writes the next snapshot into the staging folder while the
+    previous upload is still copying it (slow on a loaded machine), the upload lists the temporary file
+    and finds it renamed. The renamed file goes up with the next upload, and the last one (when the sweep
+    ends) waits for the running upload first, so nothing is lost. Any other failure is shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        race = (isinstance(exc, FileNotFoundError) and record.getMessage().startswith("Saving experiment state")
+                and _TEMP_FILE.search(str(exc)) is not None)
+        return not race
 
 
 @contextlib.contextmanager
@@ -56,10 +79,23 @@ def ray_output(verbose: int | None) -> Iterator[None]:
 
 
 def quiet_trial(verbose: int | None) -> None:
-    """In a trial's worker: its INFO lines ("Checkpoint successfully created at ...") reach the driver's terminal."""
+    """In a trial's worker: its INFO lines ("Checkpoint successfully created at ...") reach the driver's terminal,
+    and so would its shutdown noise (``_quiet_finalizing``)."""
     if not is_full(verbose):
         logging.getLogger("ray.train").setLevel(logging.WARNING)
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
+        if sys.unraisablehook is not _quiet_finalizing:
+            sys.unraisablehook = _quiet_finalizing
+
+
+def _quiet_finalizing(unraisable: Any) -> None:
+    """A Ray worker's interpreter shutting down garbage-collects half-torn-down modules, and Python prints
+    "Exception ignored in: <function WeakSet...>" tracebacks that Ray forwards to whichever command of the
+    driver process is printing then (e.g. a later refusal's one line). Nothing to act on: dropped while the
+    interpreter finalizes; any other unraisable exception is printed as usual."""
+    if sys.is_finalizing():
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def reporting(verbose: int | None, metric: str, searched: list[str]) -> dict[str, Any]:
