@@ -132,6 +132,8 @@ def test_ablate_runs_every_variant_and_seed_on_ray_under_one_parent_run(ray_addr
     baseline = [t.metrics["map"] for t in trials if t.params["losses.mssd.enabled"] == "False"
                 and t.params["losses.mad.enabled"] == "False"]
     assert result.rows[0].metrics["map"][0] == pytest.approx(sum(baseline) / 2)
+    # Ray's trials log their seed: each variant pairs both seeds with the baseline's.
+    assert [r.deltas["map"].n for r in result.rows] == [0, 2, 2, 2]
     # Training-only parameters: none for the baseline, adapters for +MAD, projectors for +MSSD.
     extra = [r.training_params for r in result.rows]
     assert extra[0] == 0 and extra[1] > 0 and extra[2] > 0 and extra[3] == extra[1] + extra[2]
@@ -156,3 +158,5 @@ def test_local_backend_runs_the_four_variants_in_process_under_one_parent_run(ti
     assert sorted(t.trial_id for t in trials) == ["baseline-seed0", "mad-mssd-seed0", "mad-seed0", "mssd-seed0"]
     assert all(t.status == "completed" and "map" in t.metrics for t in trials)
     assert (result.folder / "ablation" / "ablation.csv").is_file()
+    assert [r.deltas["map"].n for r in result.rows] == [0, 1, 1, 1]  # one seed: a delta, no interval
+    assert "(n = 1)" in result.markdown
