@@ -86,7 +86,9 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, eps: float = I
 def varifocal_loss(pred: torch.Tensor, target: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Summed VFL: ``pred`` (B, A, nc) sigmoid scores, ``target`` soft scores, ``label`` one-hot positives."""
     weight = VFL_ALPHA * pred.pow(VFL_GAMMA) * (1 - label) + target * label
-    return (F.binary_cross_entropy(pred.float(), target.float(), reduction="none") * weight).sum()
+    # Outside autocast, as theirs: binary_cross_entropy refuses to run in a CUDA autocast region (the trainer's AMP).
+    with torch.autocast(pred.device.type, enabled=False):
+        return (F.binary_cross_entropy(pred.float(), target.float(), reduction="none") * weight).sum()
 
 
 def distribution_focal_loss(pred: torch.Tensor, target: torch.Tensor, reg_max: int) -> torch.Tensor:
@@ -197,9 +199,9 @@ class YOLOv6Loss(nn.Module):
         loss_iou, loss_dfl = self._box_losses(distri, pred_boxes, points_s, target_boxes, target_scores, score_sum, fg)
 
         iou, dfl, cls = s.iou_weight * loss_iou, s.dfl_weight * loss_dfl, s.class_weight * loss_cls
-        l_gt = (cls + iou + dfl).to(scores.dtype)
-        items = {name: value.detach().to(scores.dtype).reshape(()) for name, value in
-                 (("iou", iou), ("dfl", dfl), ("cls", cls))}
+        # float32 whatever the head's dtype under AMP (the terms are float64 where the targets are).
+        l_gt = (cls + iou + dfl).float()
+        items = {name: value.detach().float().reshape(()) for name, value in (("iou", iou), ("dfl", dfl), ("cls", cls))}
         return l_gt, items
 
     def _distances(self, distri: torch.Tensor) -> torch.Tensor:

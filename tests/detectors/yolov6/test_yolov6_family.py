@@ -186,3 +186,11 @@ def test_prediction_distillers_refuse_its_head_in_one_line_and_lgd_runs_through_
     terms = build_distillation_for(cfg, model)(model(images), torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.3]]), 64,
                                                images=images)
     assert all(torch.isfinite(v) for v in terms.values()) and terms["lgd/teacher_gt"] > 0
+
+
+def test_model_info_counts_the_training_form_and_the_deployed_form():
+    from detectors.model_info import model_info
+
+    info = model_info(build_detector("yolov6n", num_classes=3), name="yolov6n", num_classes=3, img_size=64)
+    # Their Model at 3 classes: 4,720,087 in training form; RepVGG and Conv+BN folded: 4,299,767.
+    assert (info.params, info.params_fused) == (4_720_087, 4_299_767)

@@ -141,3 +141,14 @@ def test_family_default_gt_block_is_their_compute_loss_constants():
     config = FAMILY.gt_config()
     assert (config.warmup_epoch, config.class_weight, config.iou_weight, config.dfl_weight) == (4, 1.0, 2.5, 0.5)
     assert (config.atss_topk, config.tal_topk, config.tal_alpha, config.tal_beta) == (9, 13, 1.0, 6.0)
+
+
+def test_under_autocast_the_loss_is_float32_and_matches_its_full_precision_terms_roughly():
+    model, loss = _loss()
+    images, targets = torch.rand(2, 3, 96, 96), torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.3]])
+    with torch.no_grad():
+        _, full = loss(model(images), targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the trainer's AMP is CUDA's; CPU's runs the same code
+            l_gt, items = loss(model(images), targets)
+    assert l_gt.dtype == torch.float32 and all(v.dtype == torch.float32 for v in items.values())
+    assert items["cls"].item() == pytest.approx(full["cls"].item(), rel=0.05)
