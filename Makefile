@@ -64,3 +64,11 @@ test-deps:
 
 test-integration: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q -m integration tests/integration
+
+# ---- GPU check (benchmarks/gpu_check.py; benchmarks/README.md "GPU check") --------------------------
+# On a machine with CUDA and only torch + numpy (no .venv, no install): plain `python3`. The table and JSON
+# go to $(GPU_CHECK_OUT); `make gpu-check GPU_CHECK_ARGS=--smoke` runs every part at toy sizes on the CPU.
+.PHONY: gpu-check
+GPU_CHECK_OUT ?= runs/gpu-check
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

@@ -1,7 +1,7 @@
 """One command that proves the GPU path: every family trains, the step, the loader, evaluation and
 packed trials are timed against the goals, and one markdown table + JSON are written.
 
-    python benchmarks/gpu_check.py --out gpu-check          # full: one CUDA device, ~8 minutes
+    python benchmarks/gpu_check.py --out runs/gpu-check     # full: one CUDA device, ~8 minutes
     python benchmarks/gpu_check.py --smoke --out /tmp/gc    # every part at toy sizes on the CPU (the test)
     python benchmarks/gpu_check.py --parts b d --out gc     # a few parts again
 
@@ -66,28 +66,41 @@ def run(sizes, parts: list[str], out: Path, data_root: Path | None, log) -> dict
             finally:
                 log(f"part {name}: {time.perf_counter() - part_started:.1f} s")
 
-        results["parts"]["a"] = part("a", lambda: check_families(sizes, data_root, log))
-        results["parts"]["b"] = part("b", lambda: check_steps(sizes, data_root, log))
+        def save_so_far(name: str, value) -> None:
+            """Each part's figures are written as soon as it ends: a run cut off at its time limit keeps them."""
+            results["parts"][name] = value
+            results["seconds"] = time.perf_counter() - started
+            write_report(_finished(results, sizes), out)
+
+        save_so_far("a", part("a", lambda: check_families(sizes, data_root, log)))
+        save_so_far("b", part("b", lambda: check_steps(sizes, data_root, log)))
         c_and_model = part("c", lambda: check_epochs(sizes, data_root, log, scratch))
         if c_and_model is not None:
             results["parts"]["c"], trained = c_and_model
-            step = (results["parts"]["b"] or {}).get("step_s")
+            step = (results["parts"].get("b") or {}).get("step_s")
             results["loader_vs_step"] = loader_against_step(results["parts"]["c"], step)
+            save_so_far("c", results["parts"]["c"])
         if "d" in parts and trained is None:
             trained = part("d", lambda: _briefly_trained(sizes, data_root, scratch))
         if trained is not None:
-            results["parts"]["d"] = part("d", lambda: check_eval(trained, log))
+            save_so_far("d", part("d", lambda: check_eval(trained, log)))
             del trained
-        results["parts"]["e"] = part("e", lambda: check_packing(sizes, data_root, log, Path(__file__).resolve()))
+        save_so_far("e", part("e", lambda: check_packing(sizes, data_root, log, Path(__file__).resolve())))
+    results["seconds"] = time.perf_counter() - started
+    results = _finished(results, sizes)
+    md, js = write_report(results, out)
+    log(f"wrote {md} and {js}")
+    return results
+
+
+def _finished(results: dict, sizes) -> dict:
+    """The results as written: parts that ran, how syncs were counted, each part's pass/fail."""
     results["parts"] = {k: v for k, v in results["parts"].items() if v is not None}
     results["sync_method"] = ("torch.cuda.set_sync_debug_mode('warn') inside train_step and optimizer_step"
                               if sizes.device == "cuda" else
                               "Tensor.item/float/int/bool/tolist/numpy calls inside train_step and optimizer_step "
                               "(CPU proxy: on a GPU each is a sync; nonzero and boolean indexing are not counted)")
-    results["seconds"] = time.perf_counter() - started
     results["passed"] = {p: bool(results["parts"][p].get("passed")) for p in results["parts"]}
-    md, js = write_report(results, out)
-    log(f"wrote {md} and {js}")
     return results
 
 
@@ -106,7 +119,7 @@ def _briefly_trained(sizes, data_root: Path, scratch: Path):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="every part at toy sizes on the CPU (< 1 minute)")
-    parser.add_argument("--out", type=Path, default=Path("gpu-check"), help="folder for gpu_check.md and .json")
+    parser.add_argument("--out", type=Path, default=Path("runs/gpu-check"), help="folder for gpu_check.md and .json")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="parts to run (default all)")
     parser.add_argument("--data-root", type=Path, help="keep the generated set here between runs")
     parser.add_argument("--pack-worker", help=argparse.SUPPRESS)  # part e's worker process (JSON options)

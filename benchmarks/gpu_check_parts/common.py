@@ -49,6 +49,7 @@ class Sizes:
     family_steps: int
     paper_sizes: bool  # part a also at the paper's size
     comparators_everywhere: bool  # part a: each comparator on every family (else on the first family only)
+    family_budget_s: float  # part a stops starting runs after this long (the rest reported as skipped)
     step_models: tuple[str, ...]  # part b
     step_steps: int
     step_skip: int  # first steps of part b not counted (cuDNN autotuning, compilation)
@@ -58,22 +59,28 @@ class Sizes:
     loader_workers: tuple[int, ...]  # part c
     caches: tuple[str, ...]
     pack_counts: tuple[int, ...]  # part e
+    pack_cpus: int  # loader workers shared out between the packed trainings
     pack_steps: int
     pack_model: str
     eval_model: str  # part d (trained by part c's two epochs)
 
 
-FULL = Sizes(device="cuda", img=640, batch=16, train_images=1600, val_images=400, image_width=1242,
-             image_height=375, family_img=640, family_batch=8, family_steps=20, paper_sizes=True, comparators_everywhere=True,
-             step_models=("yolov5s", "yolox_s"), step_steps=60, step_skip=10, compile_modes=("none", "model", "step"),
-             compile_backend="inductor", profile_steps=5, loader_workers=(4, 8), caches=("none", "ram"),
-             pack_counts=(1, 2, 3), pack_steps=40, pack_model="yolov5s", eval_model="yolov5s")
+FULL = Sizes(
+    device="cuda", img=640, batch=16, train_images=1600, val_images=400, image_width=1242, image_height=375,
+    family_img=640, family_batch=8, family_steps=20, paper_sizes=True, comparators_everywhere=True,
+    family_budget_s=200.0, step_models=("yolov5s", "yolox_s"), step_steps=60, step_skip=10,
+    compile_modes=("none", "model", "step"), compile_backend="inductor", profile_steps=5, loader_workers=(4, 8),
+    caches=("none", "ram"), pack_counts=(1, 2, 3), pack_cpus=12, pack_steps=40, pack_model="yolov5s",
+    eval_model="yolov5s",
+)
 
-SMOKE = Sizes(device="cpu", img=64, batch=2, train_images=16, val_images=4, image_width=160, image_height=64,
-              family_img=64, family_batch=2, family_steps=2, paper_sizes=False, comparators_everywhere=False, step_models=("yolov5n",),
-              step_steps=3, step_skip=1, compile_modes=("none", "model"), compile_backend="eager",
-              profile_steps=1, loader_workers=(0, 1), caches=("none", "ram"), pack_counts=(1, 2), pack_steps=2,
-              pack_model="yolov5n", eval_model="yolov5n")
+SMOKE = Sizes(
+    device="cpu", img=64, batch=2, train_images=16, val_images=4, image_width=160, image_height=64,
+    family_img=64, family_batch=2, family_steps=2, paper_sizes=False, comparators_everywhere=False,
+    family_budget_s=600.0, step_models=("yolov5n",), step_steps=3, step_skip=1, compile_modes=("none", "model"),
+    compile_backend="eager", profile_steps=1, loader_workers=(0, 1), caches=("none", "ram"), pack_counts=(1, 2),
+    pack_cpus=0, pack_steps=2, pack_model="yolov5n", eval_model="yolov5n",
+)
 
 
 def run_config(sizes: Sizes, data_root: Path, name: str, *, img: int | None = None, batch: int | None = None,

@@ -73,7 +73,7 @@ def run_packed(sizes: Sizes, data_root: Path, count: int, script: Path) -> dict[
     with tempfile.TemporaryDirectory(prefix="gpu-check-pack-") as folder:
         folder = Path(folder)
         go = folder / "go"
-        workers = max(1, max(sizes.loader_workers) // count)  # the machine's cores shared between the trials
+        workers = max(1, sizes.pack_cpus // count) if sizes.pack_cpus else 0  # the cores shared out
         processes = []
         for i in range(count):
             options = {"sizes": dataclasses.asdict(sizes), "data_root": str(data_root), "workers": workers,
