@@ -40,7 +40,7 @@ import yaml
 from detectors.config import RunConfig, config_to_dict, parse_config
 from detectors.errors import ConfigError, MSSDError
 from study import tracking
-from study.config import config_to_yaml, load_config
+from study.config import config_to_yaml, load_saved_config
 from study.confirm_record import BASELINE, CONFIRM_DIR, ConfirmRecord, write_record
 from study.confirm_table import ArmRuns, Confirmation, summarise, write_outputs
 from study.errors import StudyError
@@ -166,7 +166,7 @@ def plan_confirm(options: ConfirmOptions) -> ConfirmPlan:
     ranked = [r for r in rank_trials(records, metric, mode) if r.status == "completed"]
     if not ranked:
         raise StudyError(f"study {options.study!r} has no completed trial with a finite {metric}: nothing to confirm")
-    base = load_config(folder / BASE_CONFIG)
+    base = load_saved_config(folder / BASE_CONFIG)  # perhaps written by an older release
     search_seeds = sorted({int(r.params["seed"]) for r in records if r.params.get("seed", "").lstrip("-").isdigit()}
                           | {base.seed})
     if isinstance(seeds_arg, int):
