@@ -5,7 +5,7 @@
 1. loads the paper's table (``paper_tables/tableN.yaml``, ``study.paper_tables``): its rows say which
    config values make each row (``set``) and what the paper reports;
 2. picks the detectors: ``--detector`` or, by default, the table's ``default_detector`` (tables that
-   compare detectors, 3 and 7, run every detector they name); each must be available in this
+   compare detectors, 1, 3 and 7, run every detector they name); each must be available in this
    platform (``detectors.zoo``), else one line says which is missing. The ``smoke`` and ``cpu`` budgets
    run the smallest size of the detector's family (YOLOv5s -> YOLOv5n; a ResNet-FPN family's narrow
    ``*_tiny``, ``Family.small_size``) at the family's stride multiple, and compare with the paper's rows
@@ -80,7 +80,9 @@ class Budget:
 
 SMOKE_CONFIGS = {"yolov5": "configs/smoke.yaml", "yolox": "configs/yolox-smoke.yaml",
                  "fcos": "configs/fcos-smoke.yaml", "retinanet": "configs/retinanet-smoke.yaml",
-                 "faster_rcnn": "configs/faster_rcnn-smoke.yaml", "cascade_rcnn": "configs/cascade_rcnn-smoke.yaml"}
+                 "faster_rcnn": "configs/faster_rcnn-smoke.yaml", "cascade_rcnn": "configs/cascade_rcnn-smoke.yaml",
+                 "yolov3": "configs/yolov3-smoke.yaml", "yolov4": "configs/yolov4_csp-smoke.yaml",
+                 "yolov6": "configs/yolov6-smoke.yaml", "yolov7": "configs/yolov7-smoke.yaml"}
 # The cpu budget: the YOLO families' recipes that learn in minutes of one core (docs/findings.md); the
 # other families keep their smoke configs under PIPELINE_CHECK on the same generated data.
 CPU_CONFIGS = {**SMOKE_CONFIGS, "yolov5": "configs/yolov5n-cpu.yaml", "yolox": "configs/yolox_nano-cpu.yaml"}
@@ -91,7 +93,9 @@ PIPELINE_CHECK = {"data.img_size": 192, "data.synthetic.images": 400, "data.synt
                   "train.warmup_epochs": 0.5, "eval.max_det": 50}
 FULL_CONFIGS = {"yolov5": "configs/yolov5s-kitti.yaml", "yolox": "configs/yolox_s-kitti.yaml",
                 "fcos": "configs/fcos-kitti.yaml", "retinanet": "configs/retinanet-kitti.yaml",
-                "faster_rcnn": "configs/faster_rcnn-kitti.yaml", "cascade_rcnn": "configs/cascade_rcnn-kitti.yaml"}
+                "faster_rcnn": "configs/faster_rcnn-kitti.yaml", "cascade_rcnn": "configs/cascade_rcnn-kitti.yaml",
+                "yolov3": "configs/yolov3-kitti.yaml", "yolov4": "configs/yolov4_csp-kitti.yaml",
+                "yolov6": "configs/yolov6s-kitti.yaml", "yolov7": "configs/yolov7-kitti.yaml"}
 
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
@@ -165,7 +169,7 @@ def _detector_plan(table: PaperTable, budget: Budget, detector: str | None) -> l
         same_family = [d for d in table.detectors if d in DETECTORS and family_of(d) is family]
         compare = detector if table.rows_for(detector) else (same_family or [table.default_detector])[0]
         return [(detector, compare)]
-    wanted = table.detectors if len(table.detectors) > 1 and table.number in (3, 7) else [table.default_detector]
+    wanted = table.detectors if len(table.detectors) > 1 and table.number in (1, 3, 7) else [table.default_detector]
     missing = [d for d in wanted if d not in DETECTORS]
     if missing:
         raise ConfigError(f"table {table.number} needs detector{'s' if len(missing) > 1 else ''} "
