@@ -162,7 +162,8 @@ def write_evidence(out, records, space, metric: str, mode: str, options: dict, e
     full = [r for r in done if int(r.metrics.get("epoch", 0)) >= epochs]
     eta = float(options.get("reduction_factor") or 2.0)
     curves = {(r.name.split(" ", 1)[0] if r.name else r.trial_id): history(r.run_id) for r in full}
-    results = early_ranking(curves, asha_rungs(int(options.get("grace_period") or 1), eta, epochs), eta, mode)
+    grace = options.get("grace_period") or max(1, epochs // 4)  # the study's, else tune's default
+    results = early_ranking(curves, asha_rungs(int(grace), eta, epochs), eta, mode)
     path = out / "early_ranking.md"
     path.write_text(early_ranking_markdown(results, metric, eta))
     written.append(path)

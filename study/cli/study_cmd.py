@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     tune.add_argument("--metric", default="map", help="the metric ASHA, Optuna and export rank trials by")
     tune.add_argument("--mode", default="max", choices=("max", "min"), help="whether a larger --metric is better")
     tune.add_argument("--no-asha", dest="asha", action="store_false", help="run every trial to its last epoch")
-    tune.add_argument("--grace-period", type=int, default=1, metavar="EPOCHS", help="ASHA: epochs before any stop")
+    tune.add_argument("--grace-period", type=int, default=None, metavar="EPOCHS",
+                      help="ASHA: epochs before any stop (default: a quarter of train.epochs)")
     tune.add_argument("--reduction-factor", type=float, default=2.0, metavar="ETA", help="ASHA: keep 1/ETA per rung")
     tune.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its last checkpoint")
     tune.add_argument("--keep-checkpoints", type=int, default=2, metavar="N", help="checkpoints kept per trial")

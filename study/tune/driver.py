@@ -51,7 +51,7 @@ from study.study_files import (
 from study.train_plan import check_data
 from study.tune.console import ray_output, reporting
 from study.tune.mlflow_callback import TRACKERS, MLflowCallback
-from study.tune.options import StudyOptions, StudySummary, check_local_gpus
+from study.tune.options import StudyOptions, StudySummary, check_local_gpus, resolve_grace_period
 from study.tune.ray_runtime import check_storage, init_ray
 from study.tune.results import backfill, trial_status
 from study.tune.searcher import build_param_space, build_searcher
@@ -310,7 +310,7 @@ def _new_tuner(options: StudyOptions, base: RunConfig, space: SearchSpace, folde
     if options.asha:
         epochs = base.train.epochs
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max(epochs, 1),
-                                  grace_period=min(options.grace_period, epochs),
+                                  grace_period=min(resolve_grace_period(options.grace_period, epochs), epochs),
                                   reduction_factor=options.reduction_factor)
     tune_config = tune.TuneConfig(
         metric=options.metric, mode=options.mode, search_alg=search_alg, scheduler=scheduler,

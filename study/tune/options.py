@@ -29,7 +29,9 @@ class StudyOptions:
     metric: str = "map"
     mode: str = "max"
     asha: bool = True
-    grace_period: int = 1
+    # ASHA's first rung; None: a quarter of train.epochs (docs/findings.md: before that the ranking of
+    # trials is noise, and a 1-epoch grace period stopped the eventual winner of a 16-trial study).
+    grace_period: int | None = None
     reduction_factor: float = 2.0
     max_failures: int = 2
     keep_checkpoints: int = 2
@@ -43,7 +45,8 @@ class StudyOptions:
             check_study_name(self.name)
         _at_least("--samples", self.samples, 1)
         _at_least("--max-concurrent", self.max_concurrent, 1)
-        _at_least("--grace-period", self.grace_period, 1)
+        if self.grace_period is not None:
+            _at_least("--grace-period", self.grace_period, 1)
         _at_least("--max-failures", self.max_failures, 0)
         _at_least("--keep-checkpoints", self.keep_checkpoints, 1)
         if not self.cpus_per_trial > 0:
@@ -123,3 +126,8 @@ class StudySummary:
         """The one line ``mssd tune`` exits with when no trial completed."""
         return (f"study {self.name}: no trial completed with a finite {self.metric} ({self.counts}); each "
                 f"trial's error is its MLflow run's mssd.error tag (`mssd report {self.name}` lists them)")
+
+
+def resolve_grace_period(grace_period: int | None, epochs: int) -> int:
+    """ASHA's grace period in epochs: the one given, else a quarter of the trials' epochs (at least 1)."""
+    return grace_period if grace_period is not None else max(1, epochs // 4)

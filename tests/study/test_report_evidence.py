@@ -87,3 +87,12 @@ def test_early_ranking_names_a_slow_starter_that_finishes_first():
 def test_early_ranking_needs_three_trials():
     assert early_ranking({"a": [(1, 0.1)], "b": [(1, 0.2)]}, [1], 2.0) == []
     assert "Fewer than 3" in early_ranking_markdown([], "map", 2.0)
+
+
+def test_tunes_grace_period_defaults_to_a_quarter_of_the_epochs():
+    from study.tune.options import StudyOptions, resolve_grace_period
+
+    assert StudyOptions(config="c.yaml", space="s.yaml").grace_period is None
+    assert resolve_grace_period(None, 24) == 6
+    assert resolve_grace_period(None, 3) == 1
+    assert resolve_grace_period(2, 24) == 2
