@@ -352,6 +352,8 @@ def check_loss(Model, their_loss, src: Path) -> None:
             floor = 1e-6 * max(g.abs().max().item() for g in grads.values())
             worst, zero = 0.0, 0
             for name, p in ours.named_parameters():
+                if not p.requires_grad:
+                    continue  # BottleRep.alpha: in no group of their optimiser, so frozen here (blocks.py)
                 if (name in grads) != (p.grad is not None):
                     worst = float("inf")  # a gradient on one side only
                 elif name in grads and grads[name].abs().max() < floor:

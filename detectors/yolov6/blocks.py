@@ -145,14 +145,19 @@ class RepVGGBlock(nn.Module):
 
 
 class BottleRep(nn.Module):
-    """Two basic blocks with a weighted residual (``alpha``, learned in the CSP stages of YOLOv6-M/L)."""
+    """Two basic blocks with a weighted residual (``alpha``, a parameter in the CSP stages of YOLOv6-M/L).
+
+    ``alpha`` stays 1: their ``build_optimizer`` collects only weights, BatchNorm weights and biases, so
+    their training never updates it; here it is a parameter without gradient (same key), so our optimiser
+    leaves it too.
+    """
 
     def __init__(self, c_in: int, c_out: int, basic_block: type[nn.Module] = RepVGGBlock, weight: bool = False) -> None:
         super().__init__()
         self.conv1 = basic_block(c_in, c_out)
         self.conv2 = basic_block(c_out, c_out)
         self.shortcut = c_in == c_out
-        self.alpha = nn.Parameter(torch.ones(1)) if weight else 1.0
+        self.alpha = nn.Parameter(torch.ones(1), requires_grad=False) if weight else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2(self.conv1(x))
@@ -161,7 +166,7 @@ class BottleRep(nn.Module):
 
 class RepBlock(nn.Module):
     """A stage of ``n`` basic blocks (``conv1`` then ``block``); with ``bottle_rep`` (the CSP stages) ``n // 2``
-    BottleReps of ``basic_block`` instead, alpha learned."""
+    BottleReps of ``basic_block`` instead, with an ``alpha`` parameter."""
 
     def __init__(self, c_in: int, c_out: int, n: int = 1, basic_block: type[nn.Module] = RepVGGBlock,
                  bottle_rep: bool = False) -> None:

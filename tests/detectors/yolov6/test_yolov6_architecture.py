@@ -71,3 +71,9 @@ def test_batch_norms_have_their_initialize_weights_settings():
 def test_yolov6l_trains_plain_silu_convs_and_m_repvgg_blocks():
     assert not any(isinstance(m, RepVGGBlock) for m in _meta_model("yolov6l", 3).modules())
     assert any(isinstance(m, RepVGGBlock) for m in _meta_model("yolov6m", 3).modules())
+
+
+def test_the_csp_residual_weights_are_parameters_their_optimiser_never_updates():
+    model = _meta_model("yolov6m", 3)
+    alphas = [p for name, p in model.named_parameters() if name.endswith(".alpha")]
+    assert alphas and not any(p.requires_grad for p in alphas)
