@@ -10,6 +10,7 @@ time) is a row saying so, not a failure.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -68,7 +69,8 @@ def train_steps(sizes: Sizes, data_root: Path, name: str, *, method: str = "mssd
             clock = StepClock(counter)
             trainer.callbacks.append(clock)
             reset_peak_memory(trainer.device)
-            metrics = trainer.run_epoch(1)
+            with _no_checkpoint():
+                metrics = trainer.run_epoch(1)
             per_step = clock.syncs_per_step(1)
             memory, memory_kind = peak_memory_mib(trainer.device)
             loss = float(metrics["loss/total"])
@@ -90,6 +92,20 @@ def train_steps(sizes: Sizes, data_root: Path, name: str, *, method: str = "mssd
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return row
+
+
+@contextlib.contextmanager
+def _no_checkpoint():
+    """``run_epoch`` without writing ``last.pt``: part a times steps, and a paper-size checkpoint (weights,
+    EMA and optimizer state of up to 61 M parameters) would cost more than its 20 steps."""
+    from detectors.engine import trainer as trainer_module
+
+    saved = trainer_module.save_checkpoint
+    trainer_module.save_checkpoint = lambda state, path: Path(path)
+    try:
+        yield
+    finally:
+        trainer_module.save_checkpoint = saved
 
 
 def check_families(sizes: Sizes, data_root: Path, log) -> dict[str, Any]:

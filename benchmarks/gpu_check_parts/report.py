@@ -100,7 +100,7 @@ def _sites(row: dict[str, Any]) -> str:
 
 
 def _row_a(a: dict[str, Any]) -> str:
-    return (f"| a | every family ({len(a['families'])}), smallest and paper size, MSSD+MAD and each comparator | "
+    return (f"| a | every family ({len(a['families'])}) through the trainer: sizes and methods below | "
             f"{a['summary']} | finite loss, no sync inside a step | {verdict(a['passed'] and a['syncs_free'])} |")
 
 

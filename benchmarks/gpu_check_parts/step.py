@@ -118,7 +118,7 @@ def _profile(trainer, batches, steps: int) -> dict[str, float]:
     out = {"top_level_ops_per_step": ops / steps}
     if cuda:
         out.update(gpu_busy_s=busy_us / 1e6 / steps, launches_per_step=launches / steps,
-                   profiler_syncs_per_step=(syncs - 1) / steps)  # minus the sync that ends the profile
+                   profiler_syncs_per_step=max(syncs - 1, 0) / steps)  # minus the sync that ends it
     return out
 
 
