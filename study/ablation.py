@@ -285,7 +285,7 @@ def write_csv(rows: list[VariantResult], path: Path) -> None:
 def plot_bars(rows: list[VariantResult], path: Path, title: str = "") -> Any:
     """Left: each metric per variant, mean ± std over the seeds; right: each variant's paired delta to the
     baseline with its 95 % CI. One legend below both panels, so that it hides no bar."""
-    from study.report_plots import _pyplot, fit_title, save_figure
+    from study.report_plots import _pyplot, fit_title, note_all_zero, save_figure
 
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
@@ -305,6 +305,9 @@ def plot_bars(rows: list[VariantResult], path: Path, title: str = "") -> Any:
                     label=None, color=colors[(i + 1) % len(colors)])
     for ax in (left, right):
         ax.set_xticks(range(len(METRICS)), [t for _, t in METRICS])
+    note_all_zero(left, [r.metrics[k][0] for r in rows for k, _ in METRICS], "value")
+    note_all_zero(right, [r.deltas[k].mean for r in others for k, _ in METRICS if r.deltas.get(k, NO_PAIRS).n],
+                  "paired delta")
     left.set_ylabel("AP (%), mean ± std over seeds")
     left.set_ylim(bottom=0)
     right.set_ylabel("Δ vs baseline (points), 95 % CI")

@@ -23,7 +23,7 @@ from pathlib import Path
 from study.config import write_text_atomic
 from study.grid_runs import mean_std
 from study.paired_stats import PairedSummary
-from study.report_plots import Plot, _pyplot, fit_title, save_figure
+from study.report_plots import Plot, _pyplot, fit_title, note_all_zero, save_figure
 from study.seed_deltas import (
     DELTA_CSV_FIELDS,
     DELTA_LEGEND,
@@ -196,6 +196,8 @@ def plot_comparison(rows: list[CompareRow], path: Path, title: str = "") -> Plot
         plot.series[backbone] = sum(1 for v in means if not math.isnan(v))
     for ax, names in ((left, methods), (middle, others), (right, methods)):
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    note_all_zero(left, [r.metrics["map"][0] for r in rows], "mAP")
+    note_all_zero(middle, [r.deltas["map"].mean for r in rows if r.deltas.get("map", NO_PAIRS).n], "ΔmAP")
     right.axhline(1.0, color="black", linewidth=0.6)
     left.set_ylim(bottom=0)  # APs are >= 0; an all-zero table (a CPU budget) would centre the axis on 0
     left.set_ylabel("mAP (%), mean ± std over seeds")

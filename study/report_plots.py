@@ -88,6 +88,16 @@ def fit_title(fig: Any, text: str, fontsize: float = FONT_SIZE) -> Any:
     return fig.suptitle("\n".join(textwrap.wrap(text, chars)), fontsize=fontsize)
 
 
+def note_all_zero(ax: Any, values: Sequence[float], what: str) -> bool:
+    """Say so on the panel when every value is 0 or missing: bars of height 0 draw nothing, and an
+    empty panel reads as a broken plot rather than as "no detection learned" (a smoke budget)."""
+    if any(isinstance(v, (int, float)) and math.isfinite(v) and v != 0 for v in values):
+        return False
+    # Above the middle: a delta panel draws its zero line across the centre.
+    ax.text(0.5, 0.75, f"every {what} is 0", transform=ax.transAxes, ha="center", va="center", color="0.35")
+    return True
+
+
 def integer_epochs(ax: Any, epochs: Sequence[float]) -> None:
     """Whole-number ticks on an epoch axis; one epoch gets its own tick alone, not an axis of 0.96-1.04."""
     from matplotlib.ticker import MaxNLocator

@@ -205,3 +205,14 @@ def test_parallel_coordinates_tick_labels_sit_opaque_above_every_trial_line(save
         assert text.get_zorder() > top_line, text.get_text()
         assert patch is not None and patch.get_facecolor()[3] == 1.0 and (patch.get_alpha() in (None, 1.0))
 
+
+
+def test_an_ablation_where_nothing_was_learned_says_so_instead_of_drawing_empty_panels(saved, tmp_path):
+    from study.ablation import METRICS, VARIANTS, summarise, write_outputs
+
+    records = [TrialRecord(f"r{i}{s}", "", "", "completed",
+                           {"losses.mssd.enabled": str(v.mssd), "losses.mad.enabled": str(v.mad), "seed": str(s)},
+                           {k: 0.0 for k, _ in METRICS}, [], "") for i, v in enumerate(VARIANTS) for s in (0, 1)]
+    write_outputs(summarise(records), tmp_path, title="smoke")
+    notes = [t.get_text() for ax in saved[-1].axes for t in ax.texts]
+    assert notes == ["every value is 0", "every paired delta is 0"]
