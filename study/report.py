@@ -52,6 +52,7 @@ class Report:
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     described: list[Plot] = field(default_factory=list)  # what each plot shows, in words
+    errors: str = ""  # errors_section: each failed trial's error line, printed under the table
 
 
 def importance_minimum(space: SearchSpace) -> int:
@@ -168,16 +169,15 @@ def write_report(workdir: str | Path, study: str, top: int | None = None) -> Rep
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = f"study {study}: {len(records)} trials (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")"
-    errors = errors_section(records)
-    report = Report(table=summary + "\n" + trials_table(records, metric, mode, space.keys, top)
-                    + (f"\n{errors}" if errors else ""), folder=out)
+    report = Report(table=summary + "\n" + trials_table(records, metric, mode, space.keys, top), folder=out,
+                    errors=errors_section(records))
     report.described, report.notes = write_plots(
         out, records, space, metric, mode, lambda run_id: tracking.metric_history(uri, run_id, metric))
     report.plots = [p.path for p in report.described]
     evidence = write_evidence(out, records, space, metric, mode, meta.get("options", {}),
                               _study_epochs(folder), lambda run_id: tracking.metric_history(uri, run_id, metric))
 
-    text = report.table + "".join(f"\nnote: {n}" for n in report.notes) + "\n"
+    text = report.table + (f"\n{report.errors}" if report.errors else "") + "".join(f"\nnote: {n}" for n in report.notes) + "\n"
     (out / "top_trials.txt").write_text(text)
     tracking.log_parent_artifacts(uri, study, [*report.plots, *evidence, out / "top_trials.txt"], "report")
     return report

@@ -127,6 +127,8 @@ def _report(args) -> int:
 
     report = write_report(args.workdir, args.study, top=args.top)
     print(report.table)
+    if report.errors:
+        print(report.errors)
     for note in report.notes:
         print(f"note: {note}")
     print(f"plots in {report.folder} (also in the study's parent MLflow run)")

@@ -107,16 +107,18 @@ def check_unchanged(given: StudyOptions, saved: StudyOptions, base: RunConfig, s
     """``--resume`` continues the study as it was started: a CONFIG or ``--set`` that changes its base
     config, another ``--space``, or an option given with another value than study.json's is refused in
     one line naming each change. An option left at its default is not a change (the CLI cannot tell
-    it from one not given): the study's value is used."""
+    it from one not given): the study's value is used; so is an empty ``config`` or ``space`` (library
+    callers resuming by name)."""
     changes = []
-    new = flatten_config(_absolute_paths(load_config(given.config, given.overrides)))
-    old = flatten_config(_absolute_paths(base))
-    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in keys[:_SHOWN_CHANGES])
-    if keys:
-        more = f" and {len(keys) - _SHOWN_CHANGES} more" if len(keys) > _SHOWN_CHANGES else ""
-        changes.append(f"CONFIG/--set changes {shown}{more}")
-    if load_search_space(given.space, base).params != space.params:
+    if given.config:
+        new = flatten_config(_absolute_paths(load_config(given.config, given.overrides)))
+        old = flatten_config(_absolute_paths(base))
+        keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in keys[:_SHOWN_CHANGES])
+        if keys:
+            more = f" and {len(keys) - _SHOWN_CHANGES} more" if len(keys) > _SHOWN_CHANGES else ""
+            changes.append(f"CONFIG/--set changes {shown}{more}")
+    if given.space and load_search_space(given.space, base).params != space.params:
         changes.append(f"--space {given.space} is not the study's {SEARCH_SPACE}")
     defaults = StudyOptions(config="", space="")
     for field_name, flag in _RECORDED_FLAGS.items():
