@@ -142,7 +142,9 @@ def test_report_writes_the_table_and_the_plots_and_skips_importance_with_two_com
                             "(2 per searched parameter, at least 4) to rank 1 parameter"]
     parent = MlflowClient(uri).get_run(trials["0.01"].run_id).data.tags["mlflow.parentRunId"]
     logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
-    assert logged == {f"report/{name}" for name in names} | {"report/top_trials.txt"}
+    evidence = {"effects.md", "early_ranking.md"}  # a grid study: factor effects, and the early-ranking check
+    assert logged == {f"report/{name}" for name in names | evidence} | {"report/top_trials.txt"}
+    assert "losses.mssd.gamma" in (tmp / "runs" / "grid" / "report" / "effects.md").read_text()
 
 
 def test_resuming_a_finished_study_back_fills_mlflow_from_the_trial_results_without_duplicates(grid_study):
