@@ -46,6 +46,8 @@ def dense_head_logits(head: Any, strides: tuple[int, ...]) -> dict[int, Tensor]:
         raise ValueError(f"expected a dense head: one map per stride {list(strides)}, got {type(head).__name__}")
     maps = {}
     for s, level in zip(strides, head, strict=True):
+        if not isinstance(level, Tensor):  # e.g. a two-stage detector's per-stage outputs
+            raise ValueError(f"the head's output at stride {s} is a {type(level).__name__}, not a dense map")
         if level.dim() == 5:
             maps[int(s)] = level
         elif level.dim() == 4:
