@@ -139,12 +139,23 @@ def test_baseline_total_is_the_detection_loss_alone():
 
 
 def test_total_loss_is_eq_7_in_the_yolov5_batch_convention():
-    cfg = losses_cfg(lambda_distill=2.0, lambda_mask=0.5)
+    cfg = losses_cfg(lambda_distill=2.0, lambda_mask=0.5, scale="batch")
     dist = build_distillation(cfg, TappedModel(SMALL_TAPS))
     terms = dist(tapped_output(), TARGETS, IMG)
     gt_per_image = 1.25
     total = dist.total_loss(torch.tensor(gt_per_image * 2), terms, batch_size=2)
     expected = 2 * (gt_per_image + 2.0 * terms["distill"].item() + 0.5 * terms["mask"].item())
+    assert total.item() == pytest.approx(expected)
+
+
+def test_the_default_scale_adds_the_distillation_terms_unscaled():
+    """The default reading since the CPU-budget study (docs/findings.md): only L_gt carries the batch."""
+    cfg = losses_cfg(lambda_distill=2.0, lambda_mask=0.5)
+    assert cfg.scale == "unscaled_terms"
+    dist = build_distillation(cfg, TappedModel(SMALL_TAPS))
+    terms = dist(tapped_output(), TARGETS, IMG)
+    total = dist.total_loss(torch.tensor(1.25 * 2), terms, batch_size=2)
+    expected = 2 * 1.25 + 2.0 * terms["distill"].item() + 0.5 * terms["mask"].item()
     assert total.item() == pytest.approx(expected)
 
 

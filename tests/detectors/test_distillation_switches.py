@@ -96,11 +96,12 @@ def test_defaults_are_todays_reading_and_every_switch_is_a_flat_param():
         "losses.mad.enabled": True, "losses.mad.sigma2": 2.0, "losses.mad.adapter_kernel": 3,
         "losses.mad.adapter_relu": True, "losses.mad.target": "detect_input",
         "losses.mad.coordinates": "box_normalised", "losses.mad.mask_stride": None,
-        "losses.lambda_distill": 1.0, "losses.lambda_mask": 1.0, "losses.scale": "batch",
+        "losses.lambda_distill": 0.1, "losses.lambda_mask": 0.1, "losses.scale": "unscaled_terms",
         "losses.warmup.zero_epochs": 0, "losses.warmup.ramp_epochs": 0,
     }
     dist = built()
-    assert (dist.scale, dist.mad_target, dist.weight_factor()) == ("batch", "detect_input", 1.0)
+    assert (dist.scale, dist.mad_target, dist.weight_factor()) == ("unscaled_terms", "detect_input", 1.0)
+    assert (dist.lambda_distill, dist.lambda_mask) == (0.1, 0.1)  # docs/findings.md
     assert (dist.mssd.detach, dist.mssd.channel_matching, dist.mssd.normalise) == (
         "teacher", "project_student", "none")
     assert (dist.mad.coordinates, dist.mad.mask_stride) == ("box_normalised", None)
@@ -167,7 +168,7 @@ def test_detach_none_has_the_gradients_of_both_directions_summed():
 
 
 def test_warmup_gives_zero_then_ramps_the_distillation_weights():
-    dist = built(warmup={"zero_epochs": 2, "ramp_epochs": 2})
+    dist = built(warmup={"zero_epochs": 2, "ramp_epochs": 2}, scale="batch", lambda_distill=1.0, lambda_mask=1.0)
     terms = dist(output(), TARGETS, IMG)
     gt_total = torch.tensor(3.0)
     full = 2 * (terms["distill"] + terms["mask"]).item()

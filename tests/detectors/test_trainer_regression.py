@@ -76,6 +76,8 @@ def _config(root, **train):
                  "augment": _no_augmentation()},
         "train": {"epochs": 2, "batch_size": 4, "warmup_epochs": 1.0, "device": "cpu", **train},
         "eval": {"max_det": 50},
+        # the loss defaults these numbers were recorded with (until 2026-12)
+        "losses": {"scale": "batch", "lambda_distill": 1.0, "lambda_mask": 1.0},
     })
 
 
