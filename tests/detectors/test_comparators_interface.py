@@ -73,7 +73,8 @@ def test_a_method_is_dispatched_through_the_table_and_scaled_as_eq_7(stub_method
     terms = dist(model(images), torch.zeros(0, 6), 64, images=images)
     assert list(terms) == ["stub", "stub/part"]
     gt = torch.tensor(1.5)
-    assert dist.total_loss(gt, terms, 4).item() == pytest.approx(1.5 + 4 * terms["stub"].item())
+    # losses.scale unscaled_terms (the default): only L_gt carries the batch factor
+    assert dist.total_loss(gt, terms, 4).item() == pytest.approx(1.5 + terms["stub"].item())
     dist.start_epoch(1)
     run.losses.warmup.zero_epochs = 1
     warm = build_distillation(run.losses, model)

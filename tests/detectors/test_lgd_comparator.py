@@ -183,7 +183,8 @@ def test_an_lgd_epoch_trains_through_the_common_trainer_and_logs_its_terms(tmp_p
     assert all(math.isfinite(metrics[k]) for k in terms) and "loss/distill" not in metrics
     assert metrics["loss/lgd"] == pytest.approx(metrics["loss/lgd/distill"] + metrics["loss/lgd/teacher_gt"], rel=1e-5)
     assert metrics["loss/lgd/teacher_gt"] > 0 and metrics["loss/lgd/distill"] > 0
-    assert metrics["loss/total"] == pytest.approx(metrics["loss/gt"] + metrics["loss/lgd"], rel=1e-4)  # per image
+    # per image: L_gt + L_lgd / batch (losses.scale unscaled_terms, the default: only L_gt carries the batch)
+    assert metrics["loss/total"] == pytest.approx(metrics["loss/gt"] + metrics["loss/lgd"] / 2, rel=1e-4)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
     assert not any("lgd" in k for k in state["model"])  # the exported detector has none of LGD
 
