@@ -19,6 +19,7 @@ study's parent run under ``report/``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,11 +172,13 @@ def write_report(workdir: str | Path, study: str, top: int | None = None) -> Rep
     summary = f"study {study}: {len(records)} trials (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")"
     report = Report(table=summary + "\n" + trials_table(records, metric, mode, space.keys, top), folder=out,
                     errors=errors_section(records))
+    # One MLflow read per trial: the learning curves and the early-ranking check share the top trials' histories.
+    history = functools.cache(lambda run_id: tracking.metric_history(uri, run_id, metric))
     report.described, report.notes = write_plots(
-        out, records, space, metric, mode, lambda run_id: tracking.metric_history(uri, run_id, metric))
+        out, records, space, metric, mode, history)
     report.plots = [p.path for p in report.described]
     evidence = write_evidence(out, records, space, metric, mode, meta.get("options", {}),
-                              _study_epochs(folder), lambda run_id: tracking.metric_history(uri, run_id, metric))
+                              _study_epochs(folder), history)
 
     text = report.table + (f"\n{report.errors}" if report.errors else "") + "".join(f"\nnote: {n}" for n in report.notes) + "\n"
     (out / "top_trials.txt").write_text(text)
