@@ -49,7 +49,7 @@ def short_name(key: str, keys: Iterable[str]) -> str:
     return key
 
 
-def _short_value(value: Any) -> str:
+def short_value(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value).lower()
     if isinstance(value, float):
@@ -72,7 +72,10 @@ def trial_run_name(trial_id: str, position: int, params: Mapping[str, Any], sear
     searched = list(searched)
     index = trial_index(trial_id)
     head = f"t{index if index is not None else position:02d}"
-    values = " ".join(f"{short_name(k, searched)}={_short_value(params.get(k))}" for k in searched if k in params)
+    point = params.get("design_point")  # a one_at_a_time design point (study.search_space.POINT_KEY)
+    if isinstance(point, Mapping) and "label" in point:
+        return f"{head} {point['label']}"
+    values = " ".join(f"{short_name(k, searched)}={short_value(params.get(k))}" for k in searched if k in params)
     return f"{head} {values}".strip()
 
 

@@ -6,7 +6,9 @@ Two sections of ``mssd report`` (``effects.md``, ``early_ranking.md`` in ``<stud
   combination of the others, so each cell of the other factors pairs a trial at value v with the trial
   at the factor's first value: the paired deltas' mean and 95 % CI (``study.paired_stats``) estimate
   the factor's main effect averaged over the others. With one seed per cell, seed noise sits inside
-  the deltas and widens the interval honestly.
+  the deltas and widens the interval honestly. In a ``one_at_a_time`` design the cells are the crossed
+  params' values (the seeds): each variant pairs with the reference on the same seed; crossed params are
+  blocks, not factors, and get no row.
 - **Early ranking** (any study whose trials ran every epoch): how well a trial's metric at an early
   epoch predicts its final one (Spearman's rank correlation), and the trials that an ASHA rung at that
   epoch (keeping the top 1/eta) would have stopped although they finished among the best third. A
@@ -31,15 +33,18 @@ class Effect:
     summary: PairedSummary  # of value minus reference, paired over the other factors' cells
 
 
-def factor_effects(points: Sequence[tuple[dict[str, str], float]], factors: Sequence[str]) -> list[Effect]:
+def factor_effects(points: Sequence[tuple[dict[str, str], float]], factors: Sequence[str],
+                   blocks: Sequence[str] = ()) -> list[Effect]:
     """Main effects of a grid: ``points`` are ``(params, metric)`` of completed trials, ``factors`` the
-    grid keys in the space's order; each factor's later values against its first (by appearance)."""
+    grid keys in the space's order; each factor's later values against its first (by appearance).
+    ``blocks`` (a one_at_a_time design's crossed params, e.g. the seed) are part of every cell but get
+    no effect of their own."""
     effects = []
     for factor in factors:
         values = list(dict.fromkeys(p[factor] for p, _ in points if factor in p))
         if len(values) < 2:
             continue
-        others = [f for f in factors if f != factor]
+        others = [f for f in factors if f != factor] + list(blocks)
         cells: dict[tuple, dict[str, list[float]]] = {}
         for params, metric in points:
             if factor in params:
@@ -156,8 +161,9 @@ def write_evidence(out, records, space, metric: str, mode: str, options: dict, e
             and math.isfinite(r.metrics[metric])]
     if space.is_grid:
         points = [({k: r.params.get(k, "") for k in space.keys}, r.metrics[metric]) for r in done]
+        blocks = [k for k in space.keys if k not in space.varied_keys]
         path = out / "effects.md"
-        path.write_text(effects_markdown(factor_effects(points, space.keys), metric))
+        path.write_text(effects_markdown(factor_effects(points, space.varied_keys, blocks), metric))
         written.append(path)
     full = [r for r in done if int(r.metrics.get("epoch", 0)) >= epochs]
     eta = float(options.get("reduction_factor") or 2.0)

@@ -20,7 +20,19 @@ Distributions:
 ``grid``                      every one of ``values`` (a non-empty list) is run
 
 A space is either all ``grid`` (every point of the cartesian product runs once per ``--samples``)
-or has no ``grid`` entry at all (Optuna samples it). Every mistake stops with one line naming the
+or has no ``grid`` entry at all (Optuna samples it).
+
+A grid space may set ``design: one_at_a_time`` (a screening design): the first value of every param is
+the reference point, and each other value is run with every other param at its reference, so k readings
+of two values cost k + 1 points, not 2^k. Params marked ``crossed: true`` (typically ``seed``) are crossed
+with every point, so each variant pairs with the reference on the same seeds (``mssd report``'s
+``effects.md`` then gives each variant's paired delta to the reference with its CI)::
+
+    design: one_at_a_time
+    params:
+      seed: {distribution: grid, values: [1, 2, 3], crossed: true}
+      losses.mssd.detach: {distribution: grid, values: [teacher, none]}   # reference first
+      losses.mad.sigma2: {distribution: grid, values: [2.0, 8.0]} Every mistake stops with one line naming the
 file and line: an unknown key path, a key that is not a single value (a section), ``low >= high``, a
 non-positive bound for ``loguniform``, an empty or missing ``values``, a value the config schema
 rejects (e.g. a negative ``gamma``).
@@ -32,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +53,14 @@ from typing import Any
 from detectors.config import RunConfig, config_to_dict, flatten_config, parse_config
 from detectors.errors import ConfigError
 from study.config import apply_overrides, read_yaml
+from study.mlflow_view import short_name, short_value
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice", "grid")
-_FIELDS = {"distribution", "low", "high", "values"}
+DESIGNS = ("factorial", "one_at_a_time")
+_FIELDS = {"distribution", "low", "high", "values", "crossed"}
+# The one Tune key of a one_at_a_time study: each grid value is one design point, ``{"params": {dotted
+# key: value}, "label": "detach=none seed=2"}``; ``point_params`` turns a trial's config back into params.
+POINT_KEY = "design_point"
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,7 @@ class Param:
     high: float | None = None
     values: tuple[Any, ...] = ()
     line: int = 0  # 1-based line in the space file, for messages
+    crossed: bool = False  # one_at_a_time design: crossed with every point (e.g. the seed)
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,7 @@ class SearchSpace:
     params: tuple[Param, ...]
     description: str = ""
     text: str = field(default="", repr=False)  # the file as written, logged as an artifact
+    design: str = "factorial"  # grid spaces: factorial (every combination) or one_at_a_time
 
     @property
     def is_grid(self) -> bool:
@@ -72,13 +92,49 @@ class SearchSpace:
     def keys(self) -> list[str]:
         return [p.key for p in self.params]
 
+    @property
+    def varied_keys(self) -> list[str]:
+        """The factors whose effects a report estimates: not the crossed blocking params (seeds)."""
+        return [p.key for p in self.params if not p.crossed]
+
     def grid_size(self) -> int:
-        return math.prod(len(p.values) for p in self.params) if self.is_grid else 0
+        if not self.is_grid:
+            return 0
+        if self.design == "one_at_a_time":
+            return len(self.design_points())
+        return math.prod(len(p.values) for p in self.params)
+
+    def design_points(self) -> list[dict[str, Any]]:
+        """A one_at_a_time space's points (``POINT_KEY`` values): the reference, then each param's other
+        values alone, each crossed with every combination of the crossed params."""
+        crossed = [p for p in self.params if p.crossed]
+        varied = [p for p in self.params if not p.crossed]
+        names = {k: short_name(k, self.keys) for k in self.keys}
+        reference = {p.key: p.values[0] for p in varied}
+        singles: list[tuple[dict[str, Any], str]] = [(reference, "")]
+        for p in varied:
+            singles += [({**reference, p.key: v}, f"{names[p.key]}={short_value(v)}") for v in p.values[1:]]
+        points = []
+        for single, label in singles:
+            for combo in itertools.product(*(p.values for p in crossed)):
+                blocks = dict(zip((p.key for p in crossed), combo, strict=True))
+                text = " ".join([label or "reference", *(f"{names[k]}={short_value(v)}" for k, v in blocks.items())])
+                points.append({"params": {**single, **blocks}, "label": text})
+        return points
+
+
+def point_params(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's dotted params: its Tune config, with a one_at_a_time design point unpacked."""
+    if POINT_KEY not in config:
+        return dict(config)
+    rest = {k: v for k, v in config.items() if k != POINT_KEY}
+    return {**config[POINT_KEY]["params"], **rest}
 
 
 def apply_params(base: dict, params: dict[str, Any]) -> dict:
-    """A copy of the config dict ``base`` with dotted ``params`` set (validated later by parse_config)."""
-    return apply_overrides(copy.deepcopy(base), dict(params))
+    """A copy of the config dict ``base`` with dotted ``params`` set (validated later by parse_config); a
+    one_at_a_time design point is unpacked first."""
+    return apply_overrides(copy.deepcopy(base), point_params(params))
 
 
 def with_params(base: RunConfig, params: dict[str, Any]) -> RunConfig:
@@ -112,7 +168,10 @@ def _parse_param(key: str, spec: Any, where: str, known: dict[str, Any]) -> Para
     unknown = set(spec) - _FIELDS
     if unknown:
         raise ConfigError(f"{where}: {key}: unknown field {sorted(unknown)[0]!r} "
-                          f"(expected distribution, low, high, values)")
+                          f"(expected distribution, low, high, values, crossed)")
+    crossed = spec.get("crossed", False)
+    if not isinstance(crossed, bool):
+        raise ConfigError(f"{where}: {key}: crossed: expected true or false, got {crossed!r}")
     dist = spec.get("distribution")
     if dist not in DISTRIBUTIONS:
         raise ConfigError(f"{where}: {key}: distribution: expected one of {', '.join(DISTRIBUTIONS)}, got {dist!r}")
@@ -124,7 +183,11 @@ def _parse_param(key: str, spec: Any, where: str, known: dict[str, Any]) -> Para
             raise ConfigError(f"{where}: {key}: {dist} needs a non-empty list of values, got {values!r}")
         if isinstance(known[key], float):
             values = [_number(v, where, key) for v in values]
-        return Param(key, dist, values=tuple(values))
+        if crossed and dist != "grid":
+            raise ConfigError(f"{where}: {key}: crossed applies to grid params only")
+        return Param(key, dist, values=tuple(values), crossed=crossed)
+    if crossed:
+        raise ConfigError(f"{where}: {key}: crossed applies to grid params only")
     if "values" in spec:
         raise ConfigError(f"{where}: {key}: {dist} takes low and high, not values")
     for bound in ("low", "high"):
@@ -171,10 +234,15 @@ def load_search_space(path: str | Path, base: RunConfig | None = None) -> Search
     data, lines = read_yaml(path, kind="search space file")
     if "params" not in data:
         raise ConfigError(f"{path}: expected a top-level 'params' mapping of config key paths")
-    extra = set(data) - {"params", "description"}
+    extra = set(data) - {"params", "description", "design"}
     if extra:
         key = sorted(extra)[0]
-        raise ConfigError(f"{path}:{lines.get(key, 1)}: {key}: unknown top-level key (expected params, description)")
+        raise ConfigError(f"{path}:{lines.get(key, 1)}: {key}: unknown top-level key "
+                          "(expected params, description, design)")
+    design = data.get("design", "factorial")
+    if design not in DESIGNS:
+        raise ConfigError(f"{path}:{lines.get('design', 1)}: design: expected one of {', '.join(DESIGNS)}, "
+                          f"got {design!r}")
     specs = data["params"]
     if not isinstance(specs, dict) or not specs:
         raise ConfigError(f"{path}:{lines.get('params', 1)}: params: expected a non-empty mapping of config key paths")
@@ -185,11 +253,27 @@ def load_search_space(path: str | Path, base: RunConfig | None = None) -> Search
         where = f"{path}:{line}"
         param = _parse_param(str(key), spec, where, known)
         _check_against_schema(param, where, base)
-        params.append(Param(param.key, param.distribution, param.low, param.high, param.values, line))
+        params.append(Param(param.key, param.distribution, param.low, param.high, param.values, line, param.crossed))
     kinds = {p.distribution == "grid" for p in params}
     if len(kinds) > 1:
         first = next(p for p in params if p.distribution != "grid")
         raise ConfigError(f"{path}:{first.line}: {first.key}: a space is all grid or has no grid entry; "
                           "this one mixes them")
+    _check_design(design, params, path, lines)
     return SearchSpace(path=path, params=tuple(params), description=str(data.get("description") or ""),
-                       text=path.read_text())
+                       text=path.read_text(), design=design)
+
+
+def _check_design(design: str, params: list[Param], path: Path, lines: dict[str, int]) -> None:
+    where = f"{path}:{lines.get('design', 1)}"
+    if design == "factorial":
+        crossed = next((p for p in params if p.crossed), None)
+        if crossed is not None:
+            raise ConfigError(f"{path}:{crossed.line}: {crossed.key}: crossed means something only with "
+                              "design: one_at_a_time (a factorial grid crosses every param)")
+        return
+    if any(p.distribution != "grid" for p in params):
+        raise ConfigError(f"{where}: design: one_at_a_time needs grid params only")
+    if not any(not p.crossed and len(p.values) > 1 for p in params):
+        raise ConfigError(f"{where}: design: one_at_a_time needs a param that is not crossed and has a value "
+                          "besides its reference (the first)")

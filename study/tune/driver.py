@@ -35,7 +35,7 @@ from study import faults, mlflow_view, tracking
 from study.cluster import RayAddress
 from study.config import config_to_yaml, load_config, load_saved_config
 from study.errors import StudyError
-from study.search_space import SearchSpace, load_search_space
+from study.search_space import POINT_KEY, SearchSpace, load_search_space
 from study.study_files import (
     BASE_CONFIG,
     META_FILE,
@@ -300,6 +300,11 @@ def _finish_tracking(tracker: tracking.StudyTracker, status: str, timeout: float
     return left
 
 
+def _progress_columns(space: SearchSpace) -> list[str]:
+    """The live table's param columns: a one_at_a_time point's label (Ray flattens nested config with /)."""
+    return [f"{POINT_KEY}/label"] if space.design == "one_at_a_time" else space.keys
+
+
 def _new_tuner(options: StudyOptions, base: RunConfig, space: SearchSpace, folder: Path, storage: str,
                trainable: Any, seed: int, settings: dict[str, Any] | None = None) -> Any:
     if space.is_grid:
@@ -321,7 +326,7 @@ def _new_tuner(options: StudyOptions, base: RunConfig, space: SearchSpace, folde
         reuse_actors=True,
         trial_name_creator=lambda t: f"trial_{t.trial_id}", trial_dirname_creator=lambda t: f"trial_{t.trial_id}")
     run_config = tune.RunConfig(
-        name=options.name, storage_path=storage, **reporting(options.verbose, options.metric, space.keys),
+        name=options.name, storage_path=storage, **reporting(options.verbose, options.metric, _progress_columns(space)),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=options.keep_checkpoints),
         callbacks=[MLflowCallback(options.name, base, space.keys, options.metric, settings)])

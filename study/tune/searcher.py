@@ -24,10 +24,12 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from study.errors import StudyError
-from study.search_space import SearchSpace
+from study.search_space import POINT_KEY, SearchSpace
 
 
 def build_param_space(space: SearchSpace) -> dict[str, Any]:
+    if space.design == "one_at_a_time":  # one grid key whose values are the design's points
+        return {POINT_KEY: tune.grid_search(space.design_points())}
     out: dict[str, Any] = {}
     for p in space.params:
         if p.distribution == "grid":
