@@ -56,9 +56,8 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
     x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
     xk1, yk1 = torch.max(x1, x1g), torch.max(y1, y1g)
     xk2, yk2 = torch.min(x2, x2g), torch.min(y2, y2g)
-    inter = torch.zeros_like(x1)
-    mask = (yk2 > yk1) & (xk2 > xk1)
-    inter[mask] = (xk2[mask] - xk1[mask]) * (yk2[mask] - yk1[mask])
+    # where rather than a masked assignment: the same values, without a data-dependent shape (a GPU sync)
+    inter = torch.where((yk2 > yk1) & (xk2 > xk1), (xk2 - xk1) * (yk2 - yk1), 0.0)
     union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
     iou = inter / (union + eps)
     area_c = (torch.max(x2, x2g) - torch.min(x1, x1g)) * (torch.max(y2, y2g) - torch.min(y1, y1g))
