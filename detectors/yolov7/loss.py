@@ -75,6 +75,7 @@ class YOLOv7RepoLoss:
 
     def __init__(self, model: nn.Module, *, img_size: int, gains: Any) -> None:
         self._head = model.detect
+        self._first_stride = int(self._head.stride[0])  # read here once: in a step it would wait for the device
         self.num_levels, self.num_classes = int(self._head.nl), int(self._head.nc)
         if self.num_levels != len(LEVEL_BALANCE):
             raise ValueError(f"YOLOv7RepoLoss supports {len(LEVEL_BALANCE)} levels, the head has {self.num_levels}")
@@ -87,7 +88,7 @@ class YOLOv7RepoLoss:
 
     def _bce(self, logits: Tensor, target: Tensor, pos_weight: float) -> Tensor:
         """Mean BCE with upstream's positive weight, wrapped in their FocalLoss when fl_gamma > 0."""
-        weight = torch.tensor([pos_weight], device=logits.device)
+        weight = torch.full((1,), pos_weight, device=logits.device)  # a fill, not a copy that waits for the device
         if self.fl_gamma <= 0:
             return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
         loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight, reduction="none")
@@ -101,7 +102,8 @@ class YOLOv7RepoLoss:
         """Per level, the positions each target trains (OTA or the anchor-ratio rule, see the module doc)."""
         targets = targets.to(device=head_maps[0].device, dtype=torch.float32)
         if self.ota:
-            return ota_assign(head_maps, targets, self._head.anchors, self._head.stride, self.anchor_t)
+            return ota_assign(head_maps, targets, self._head.anchors, self._head.stride, self.anchor_t,
+                              self._first_stride)
         grid_shapes = [(int(p.shape[2]), int(p.shape[3])) for p in head_maps]
         return build_targets(targets, self._head.anchors, grid_shapes, self.anchor_t)
 

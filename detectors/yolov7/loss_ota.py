@@ -19,6 +19,10 @@ targets share a cell, go as upstream's do), and the matched rows concatenated pe
 (when two matches land on the same (image, anchor, cell), the later one's IoU is the objectness target,
 as upstream's indexed assignment does).
 
+Nothing in a step is read back to the host (on a GPU each read waits for the device): the dynamic k stays
+a tensor (``_select``) and the first stride is a number the loss reads once. What remains data-dependent are
+the shapes (candidates per image, positives), as in ``build_targets``.
+
 Upstream reads the input height from the images (``imgs[i].shape[1]``) and scales both coordinates by
 it; the loss gets no images, so the height is the first level's rows times its stride (equal for the
 stride-aligned inputs the loader gives). Upstream fails on a batch without any target on the CPU (its
@@ -44,36 +48,44 @@ def _xywh_to_xyxy(boxes: Tensor) -> Tensor:
 
 
 def _select(cost: Tensor, iou: Tensor) -> tuple[Tensor, Tensor]:
-    """(G, N) costs and IoUs -> (chosen candidate mask (N,), the ground truth of each chosen one)."""
-    top, _ = torch.topk(iou, min(TOPK_IOUS, iou.shape[1]), dim=1)
-    dynamic_k = torch.clamp(top.sum(1).int(), min=1).tolist()
+    """(G, N) costs and IoUs -> (chosen candidate mask (N,), the ground truth of each chosen one).
+
+    Nothing is read back to the host: ``k_g <= min(10, N)`` (the sum of at most 10 IoUs, each <= 1), so one
+    ``topk`` per possible k over all ground truths at once, each row kept where its ``k_g`` is that k. A row
+    of a batched ``topk`` is the same call as upstream's ``topk(cost[g], k)`` (same values, k and length),
+    so ties among equal costs fall as theirs do (tests/detectors/yolov7/test_yolov7_ota_sync_free.py).
+    """
+    width = min(TOPK_IOUS, iou.shape[1])
+    top, _ = torch.topk(iou, width, dim=1)
+    dynamic_k = torch.clamp(top.sum(1).int(), min=1)[:, None]  # (G, 1), in 1..width
     matching = torch.zeros_like(cost)
-    for g, k in enumerate(dynamic_k):  # one topk per ground truth: k varies, and ties must go as upstream's
-        _, chosen = torch.topk(cost[g], k=k, largest=False)
-        matching[g][chosen] = 1.0
-    shared = matching.sum(0) > 1
-    if shared.any():  # a candidate claimed twice goes to its cheapest ground truth
-        _, cheapest = torch.min(cost[:, shared], dim=0)
-        matching[:, shared] *= 0.0
-        matching[cheapest, shared] = 1.0
+    for k in range(1, width + 1):
+        _, chosen = torch.topk(cost, k=k, dim=1, largest=False)
+        matching = torch.where(dynamic_k == k, torch.zeros_like(cost).scatter_(1, chosen, 1.0), matching)
+    # A candidate claimed twice goes to its cheapest ground truth (torch.min's first index, per column as
+    # upstream's min over the shared columns only).
+    shared = (matching.sum(0) > 1)[None]
+    cheapest = torch.min(cost, dim=0).indices
+    matching = torch.where(shared, F.one_hot(cheapest, cost.shape[0]).T.to(cost.dtype), matching)
     chosen = matching.sum(0) > 0.0
     return chosen, matching[:, chosen].argmax(0)
 
 
 @torch.no_grad()
 def ota_assign(head_maps: list[Tensor], targets: Tensor, anchors: Tensor, strides: Tensor,
-               anchor_t: float) -> list[LevelTargets]:
+               anchor_t: float, first_stride: int) -> list[LevelTargets]:
     """Per level, the (image, anchor, cell) positions and their targets after OTA selection.
 
     ``head_maps[i]``: ``(B, na, H_i, W_i, 5 + nc)`` raw maps; ``targets``: ``(M, 6)`` normalised
     ``[image, class, cx, cy, w, h]``; ``anchors``: ``(nl, na, 2)`` grid units; ``strides``: ``(nl,)``.
+    ``first_stride``: ``strides[0]`` as a number (read once when the loss is built, not in every step).
     ``LevelTargets.box`` is the matched target in grid units of its level, centre relative to the cell.
     """
     device = head_maps[0].device
     nl, num_classes = len(head_maps), head_maps[0].shape[-1] - 5
     grid_shapes = [(int(p.shape[2]), int(p.shape[3])) for p in head_maps]
     candidates = build_targets(targets, anchors, grid_shapes, anchor_t)
-    input_size = grid_shapes[0][0] * int(strides[0])  # upstream: imgs[i].shape[1], the input height
+    input_size = grid_shapes[0][0] * first_stride  # upstream: imgs[i].shape[1], the input height
     per_level: list[list[tuple[Tensor, ...]]] = [[] for _ in range(nl)]
 
     for image in range(head_maps[0].shape[0]):
@@ -115,7 +127,8 @@ def ota_assign(head_maps: list[Tensor], targets: Tensor, anchors: Tensor, stride
         else:  # no target in the batch
             b = a = gj = gi = torch.zeros(0, dtype=torch.long, device=device)
             anchor_wh, matched = targets.new_zeros(0, 2), targets.new_zeros(0, 6)
-        gain = torch.tensor([width, height, width, height], device=device, dtype=matched.dtype)
+        gain = matched.new_full((4,), width)  # filled on the device: a host tensor's copy would wait for it
+        gain[1::2] = height
         box = matched[:, 2:6] * gain
         box[:, :2] -= torch.stack((gi, gj), dim=1)
         out.append(LevelTargets(image=b, anchor=a, gj=gj, gi=gi, box=box, anchor_wh=anchor_wh,
