@@ -86,15 +86,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.handler(args)
     except MSSDError as exc:
+        _release_study_ray()
         print(f"mssd: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
+        _release_study_ray()
         print("mssd: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _release_study_ray() -> None:
+    """Before a refusal is printed: end the Ray connection a study of this command made (``--confirm`` after a
+    sweep, a refused ``--resume``), so that no trial worker's output, which Ray forwards to this stderr
+    whenever it arrives, lands in or after the one line. Nothing to do (and no ray import) otherwise."""
+    runtime = sys.modules.get("study.tune.ray_runtime")
+    if runtime is not None:
+        runtime.release_ray()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,8 +4,9 @@ Quiet (the default): a local Ray starts with token authentication as Ray's defau
 warning that says so; Ray's and Tune's INFO lines and the trials' "Checkpoint successfully
 created" lines are not shown, and Tune's classic reporter draws one compact table (status, the searched
 parameters, epoch, the metric, the total loss) on a terminal -- no experiment box, TensorBoard hint or
-35-line result box per trial. ``StudyOptions.verbose >= 2`` (``mssd tune --verbose``) leaves all of
-Ray's output as Ray prints it.
+35-line result box per trial; two Tune tracebacks about files that are already gone are dropped
+(``_TempFileRace``, ``_CheckpointAlreadyDeleted``), any other error is shown. ``StudyOptions.verbose >= 2``
+(``mssd tune --verbose``) leaves all of Ray's output as Ray prints it.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def quiet_driver(verbose: int | None, starts_local_ray: bool) -> int:
     if starts_local_ray:  # a new local cluster gets token auth by default; Ray warns that it did so
         logging.getLogger(_TOKEN_LOGGER).setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
-    state_logger = logging.getLogger(_STATE_LOGGER)
-    if not any(isinstance(f, _TempFileRace) for f in state_logger.filters):
-        state_logger.addFilter(_TempFileRace())
+    for name, kind in ((_STATE_LOGGER, _TempFileRace), (_CONTROLLER_LOGGER, _CheckpointAlreadyDeleted)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
     return logging.WARNING
 
 
@@ -62,6 +64,29 @@ class _TempFileRace(logging.Filter):
         race = (isinstance(exc, FileNotFoundError) and record.getMessage().startswith("Saving experiment state")
                 and _TEMP_FILE.search(str(exc)) is not None)
         return not race
+
+
+_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
+
+
+class _CheckpointAlreadyDeleted(logging.Filter):
+    """Drops Tune's "Trial ...: Error handling checkpoint" traceback when the error is Tune failing to delete,
+    as ``--keep-checkpoints`` asks, an old checkpoint that is already gone. It happens on ``--resume`` after
+    a killed driver: that driver deleted the trial's oldest checkpoint after its last experiment snapshot,
+    which still lists it; the resumed trial's next checkpoint makes Tune delete it again. The new checkpoint
+    is registered first (Tune updates its list before deleting), so only the log line is wrong. Any other
+    failure while handling a checkpoint is shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.exc_info and isinstance(record.exc_info[1], FileNotFoundError)
+                and str(record.msg).startswith("Trial %s: Error handling checkpoint")):
+            return True
+        frames, tb = [], record.exc_info[2]
+        while tb is not None:
+            frames.append(tb.tb_frame.f_code.co_name)
+            tb = tb.tb_next
+        deleting = "register_checkpoint" in frames and "_delete_fs_path" in frames
+        return not deleting
 
 
 @contextlib.contextmanager

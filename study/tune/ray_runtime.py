@@ -3,6 +3,11 @@
 ``init_ray`` joins ``auto``, a head's GCS or a Ray Client server (one retry when a busy head's proxy fails
 to start the client's server); ``check_storage`` refuses a multi-host cluster whose storage is a plain
 local path (a ``file://`` URI declares a mount that every node sees; ``s3://`` etc. work too).
+
+A local Ray that ``init_ray`` starts is watched (``study.tune.orphans``): a killed driver leaves none of its
+processes behind. ``release_ray`` disconnects from a Ray that ``init_ray`` started or joined, so that no
+trial worker's output (Ray forwards it to the driver's stderr) lands in a refusal printed after it; a Ray
+the caller started (``start_local_ray``: tests, the demo benchmark) forwards no worker output at all.
 """
 
 from __future__ import annotations
@@ -18,9 +23,15 @@ import ray
 from study.cluster import FORWARDED_ENV, RayAddress, is_storage_uri
 from study.errors import StudyError
 from study.tune.console import quiet_driver
+from study.tune.orphans import watch_local_ray
+
+# Whether this process's Ray connection is one ``init_ray`` made (``release_ray`` may end it) rather
+# than the caller's (``start_local_ray``, or a ``ray.init`` of its own).
+_study_owns_connection = False
 
 
 def init_ray(address: RayAddress, verbose: int | None = None) -> None:
+    global _study_owns_connection
     # Tune forces an experiment snapshot whenever a trial has written num_to_keep checkpoints, and warns
     # each time; with per-epoch checkpoints that is expected (a snapshot costs milliseconds here).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -45,7 +56,9 @@ def init_ray(address: RayAddress, verbose: int | None = None) -> None:
             if address.text:
                 ray.init(address=address.text, **kwargs)
             else:
+                watch_local_ray(os.path.dirname(ray.__file__))
                 ray.init(**kwargs)
+            _study_owns_connection = True
             return
         except (ConnectionError, RuntimeError, ValueError) as exc:
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -64,15 +77,31 @@ def init_ray(address: RayAddress, verbose: int | None = None) -> None:
 
 
 def start_local_ray(num_cpus: int) -> str:
-    """Start (or reuse) a local Ray instance; returns its address for ``--address`` (tests, demo)."""
+    """Start (or reuse) a local Ray instance for studies run in this process (tests, the demo benchmark);
+    returns its address for ``--address``. Its workers' output stays in Ray's log files
+    (``session_*/logs/worker-*``): forwarded, it would be printed whenever it arrives, into whatever this
+    process prints then (a test's captured refusal, say)."""
+    global _study_owns_connection
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    _study_owns_connection = False  # the caller's from now on: release_ray leaves it running
     return ray.get_runtime_context().gcs_address
 
 
 def stop_ray() -> None:
+    global _study_owns_connection
     if ray.is_initialized():
         ray.shutdown()
+    _study_owns_connection = False
+
+
+def release_ray() -> None:
+    """End the Ray connection ``init_ray`` made (a local Ray stops, a cluster is only left), waiting for Ray's
+    output thread: after it, no worker line reaches this process's stderr. A caller's Ray is left alone."""
+    global _study_owns_connection
+    if _study_owns_connection and ray.is_initialized():
+        ray.shutdown()
+    _study_owns_connection = False
 
 
 def check_storage(storage: str) -> None:
