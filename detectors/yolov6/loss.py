@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detectors.api import DetectorOutput
-from detectors.yolov6.assigners import Assignment, atss_assign, tal_assign
+from detectors.yolov6.assigners import Assignment, atss_assign_rows, tal_assign_rows
 from detectors.yolov6.head import CELL_OFFSET, YOLOv6HeadOutput, dist_to_xyxy
 
 ANCHOR_SIZE = 5.0  # ATSS anchor side in strides (grid_cell_size)
@@ -106,7 +106,8 @@ def distribution_focal_loss(pred: torch.Tensor, target: torch.Tensor, reg_max: i
 
 def padded_targets(targets: torch.Tensor, batch_size: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Loader rows ``[image, class, cx, cy, w, h]`` (normalised) -> labels (B, G, 1) and boxes (B, G, 4) xyxy
-    input px, float64, padded with label -1 and box 0 to the most objects in one image (their ``preprocess``)."""
+    input px, float64, padded with label -1 and box 0 to the most objects in one image (their ``preprocess``).
+    Not used by the loss (it reads G back from the device; the loss takes ``target_rows``)."""
     rows = targets.detach().to("cpu", torch.float64)
     image = rows[:, 0].long()
     counts = torch.bincount(image, minlength=batch_size) if len(rows) else torch.zeros(batch_size, dtype=torch.long)
@@ -123,6 +124,16 @@ def padded_targets(targets: torch.Tensor, batch_size: int, height: int, width: i
     labels[image, slot, 0] = rows[:, 1]
     boxes[image, slot] = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)
     return labels.to(targets.device), boxes.to(targets.device)
+
+
+def target_rows(targets: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loader rows ``[image, class, cx, cy, w, h]`` (normalised) -> per object its image (M,), label (M,) and
+    box (M, 4) xyxy input px, float64 (their numpy round trip), on the targets' device: nothing is read back,
+    where padding (``padded_targets``) would read the most objects in one image."""
+    rows = targets.detach().to(torch.float64)
+    xywh = torch.stack((rows[:, 2] * width, rows[:, 3] * height, rows[:, 4] * width, rows[:, 5] * height), 1)
+    boxes = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)
+    return rows[:, 0].long(), rows[:, 1], boxes
 
 
 def anchor_layout(maps: list[torch.Tensor], strides: tuple[int, ...]):
@@ -168,18 +179,18 @@ class YOLOv6Loss(nn.Module):
         """(assignment, predicted boxes xyxy in stride units, cell centres in stride units, cell strides)."""
         anchors, points, level_sizes, cell_strides = anchor_layout(head.maps, self.strides)
         height, width = (head.maps[0].shape[-2] * self.strides[0], head.maps[0].shape[-1] * self.strides[0])
-        gt_labels, gt_boxes = padded_targets(targets, head.cls_scores.shape[0], height, width)
-        mask_gt = (gt_boxes.sum(-1, keepdim=True) > 0).float()
+        image, gt_labels, gt_boxes = target_rows(targets, height, width)
+        mask_gt = (gt_boxes.sum(-1) > 0).float()
         points_s = points / cell_strides
         pred_boxes = dist_to_xyxy(self._distances(head.reg_distri), points_s)
         pred_px = pred_boxes.detach() * cell_strides
         s = self.settings
         if self.assigner == "atss":
-            assigned = atss_assign(anchors, level_sizes, gt_labels, gt_boxes, mask_gt, pred_px, self.num_classes,
-                                   topk=s.atss_topk)
+            assigned = atss_assign_rows(anchors, level_sizes, image, gt_labels, gt_boxes, mask_gt, pred_px,
+                                        self.num_classes, topk=s.atss_topk)
         else:
-            assigned = tal_assign(head.cls_scores.detach(), pred_px, points, gt_labels, gt_boxes, mask_gt,
-                                  self.num_classes, topk=s.tal_topk, alpha=s.tal_alpha, beta=s.tal_beta)
+            assigned = tal_assign_rows(head.cls_scores.detach(), pred_px, points, image, gt_labels, gt_boxes, mask_gt,
+                                       self.num_classes, topk=s.tal_topk, alpha=s.tal_alpha, beta=s.tal_beta)
         return assigned, pred_boxes, points_s, cell_strides
 
     def forward(self, output: DetectorOutput, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -193,9 +204,9 @@ class YOLOv6Loss(nn.Module):
         labels = torch.where(fg, assigned.labels, torch.full_like(assigned.labels, self.num_classes))
         one_hot = F.one_hot(labels.long(), self.num_classes + 1)[..., :-1]
         loss_cls = varifocal_loss(scores, target_scores, one_hot)
+        # Their normalisers (divide by S when S > 0), as tensors: a Python ``if`` would read S back each step.
         score_sum = target_scores.sum()
-        if score_sum > 0:
-            loss_cls = loss_cls / score_sum
+        loss_cls = loss_cls / torch.where(score_sum > 0, score_sum, torch.ones_like(score_sum))
         loss_iou, loss_dfl = self._box_losses(distri, pred_boxes, points_s, target_boxes, target_scores, score_sum, fg)
 
         iou, dfl, cls = s.iou_weight * loss_iou, s.dfl_weight * loss_dfl, s.class_weight * loss_cls
@@ -212,16 +223,20 @@ class YOLOv6Loss(nn.Module):
         return F.softmax(distri.view(b, n, 4, self.reg_max + 1), dim=-1).matmul(bins)
 
     def _box_losses(self, distri, pred_boxes, points_s, target_boxes, target_scores, score_sum, fg):
+        # One nonzero for every selection below (each boolean index would find the positives again, on a GPU
+        # each a wait for the device). Its length is then a shape: no positive returns 0 without a graph, as
+        # theirs does (the box branch's parameters get no gradient, not a zero one), and reads nothing more.
+        positive = fg.nonzero(as_tuple=True)
         zero = pred_boxes.new_zeros(())
-        if fg.sum() == 0:
+        if len(positive[0]) == 0:
             return zero, zero
-        weight = target_scores.sum(-1)[fg].unsqueeze(-1)
-        loss_iou = (iou_loss(pred_boxes[fg], target_boxes[fg], self.iou_type) * weight).sum()
-        loss_iou = loss_iou if score_sum == 0 else loss_iou / score_sum
+        divisor = torch.where(score_sum == 0, torch.ones_like(score_sum), score_sum)
+        weight = target_scores.sum(-1)[positive].unsqueeze(-1)
+        loss_iou = (iou_loss(pred_boxes[positive], target_boxes[positive], self.iou_type) * weight).sum() / divisor
         if self.reg_max == 0:
             return loss_iou, zero
         lt, rb = target_boxes.split(2, -1)
         target_ltrb = torch.cat((points_s - lt, rb - points_s), -1).clip(0, self.reg_max - 0.01)
-        pred_pos = distri[fg].reshape(-1, 4, self.reg_max + 1)
-        loss_dfl = (distribution_focal_loss(pred_pos, target_ltrb[fg], self.reg_max) * weight).sum()
-        return loss_iou, loss_dfl if score_sum == 0 else loss_dfl / score_sum
+        pred_pos = distri[positive].reshape(-1, 4, self.reg_max + 1)
+        loss_dfl = (distribution_focal_loss(pred_pos, target_ltrb[positive], self.reg_max) * weight).sum()
+        return loss_iou, loss_dfl / divisor
