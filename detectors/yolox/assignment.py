@@ -85,12 +85,14 @@ def _regions(
     cx, cy = centers[:, 0], centers[:, 1]  # (A,)
     gx, gy = gt_boxes[..., 0:1], gt_boxes[..., 1:2]  # (..., 1)
     dist = strides * prior.center_radius  # (A,)
-    near = torch.stack((cx - (gx - dist), cy - (gy - dist), (gx + dist) - cx, (gy + dist) - cy), -1).amin(-1) > 0.0
+    # "all four deltas > 0" as four comparisons (Megvii: the min of the stacked deltas > 0; the same cells)
+    near = (cx - (gx - dist) > 0.0) & (cy - (gy - dist) > 0.0) & ((gx + dist) - cx > 0.0) & ((gy + dist) - cy > 0.0)
     if not prior.use_box:
         return near, None
     half_w, half_h = 0.5 * gt_boxes[..., 2:3], 0.5 * gt_boxes[..., 3:4]
-    inside = torch.stack((cx - (gx - half_w), cy - (gy - half_h), (gx + half_w) - cx, (gy + half_h) - cy), -1)
-    return near, inside.amin(-1) > 0.0
+    inside = (cx - (gx - half_w) > 0.0) & (cy - (gy - half_h) > 0.0) & ((gx + half_w) - cx > 0.0) & (
+        (gy + half_h) - cy > 0.0)
+    return near, inside
 
 
 def class_cost(
