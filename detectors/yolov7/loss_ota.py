@@ -19,9 +19,11 @@ targets share a cell, go as upstream's do), and the matched rows concatenated pe
 (when two matches land on the same (image, anchor, cell), the later one's IoU is the objectness target,
 as upstream's indexed assignment does).
 
-Nothing in a step is read back to the host (on a GPU each read waits for the device): the dynamic k stays
-a tensor (``_select``) and the first stride is a number the loss reads once. What remains data-dependent are
-the shapes (candidates per image, positives), as in ``build_targets``.
+On a GPU every value read back to the host, and every boolean mask (its shape depends on the data), waits
+for the device. So the dynamic k stays a tensor (``_select``), the first stride is a number the loss reads
+once, and the images are slices of one stable sort: two reads of counts per call (candidates and ground
+truths per image, positives per level) where slicing image by image with masks waited about 40 times per
+image. The slices keep upstream's shapes, so every ``topk`` and every elementwise kernel sees the same row.
 
 Upstream reads the input height from the images (``imgs[i].shape[1]``) and scales both coordinates by
 it; the loss gets no images, so the height is the first level's rows times its stride (equal for the
@@ -48,7 +50,8 @@ def _xywh_to_xyxy(boxes: Tensor) -> Tensor:
 
 
 def _select(cost: Tensor, iou: Tensor) -> tuple[Tensor, Tensor]:
-    """(G, N) costs and IoUs -> (chosen candidate mask (N,), the ground truth of each chosen one).
+    """(G, N) costs and IoUs -> (chosen candidate mask (N,), the ground truth of every candidate (N,), which
+    counts where chosen).
 
     Nothing is read back to the host: ``k_g <= min(10, N)`` (the sum of at most 10 IoUs, each <= 1), so one
     ``topk`` per possible k over all ground truths at once, each row kept where its ``k_g`` is that k. A row
@@ -67,8 +70,27 @@ def _select(cost: Tensor, iou: Tensor) -> tuple[Tensor, Tensor]:
     shared = (matching.sum(0) > 1)[None]
     cheapest = torch.min(cost, dim=0).indices
     matching = torch.where(shared, F.one_hot(cheapest, cost.shape[0]).T.to(cost.dtype), matching)
-    chosen = matching.sum(0) > 0.0
-    return chosen, matching[:, chosen].argmax(0)
+    return matching.sum(0) > 0.0, matching.argmax(0)
+
+
+def _cost(gts: Tensor, rows: Tensor, level_of: Tensor, gj: Tensor, gi: Tensor, anchor_wh: Tensor, strides: Tensor,
+          input_size: int, num_classes: int) -> tuple[Tensor, Tensor]:
+    """One image's (G, N) cost and IoU between its ground truths ``gts`` (G, 6) and its candidates: raw
+    prediction ``rows`` (N, 5 + nc) at their level, cell and anchor. The arithmetic of upstream's image loop,
+    on tensors of the same shapes (elementwise kernels can round a vector's tail unlike its body)."""
+    gt_xyxy = _xywh_to_xyxy(gts[:, 2:6] * input_size)
+    stride = strides[level_of].to(rows.dtype)[:, None]
+    grid = torch.stack((gi, gj), dim=1)
+    pxy = (rows[:, :2].sigmoid() * 2.0 - 0.5 + grid) * stride
+    pwh = (rows[:, 2:4].sigmoid() * 2) ** 2 * anchor_wh * stride
+    iou = box_iou(gt_xyxy, _xywh_to_xyxy(torch.cat((pxy, pwh), dim=1)))  # (G, N)
+    iou_cost = -torch.log(iou + 1e-8)
+    # Class cost: BCE of the geometric mean of class and objectness probabilities, through its logit.
+    score = (rows[:, 5:].float().sigmoid() * rows[:, 4:5].sigmoid()).sqrt()  # (N, nc)
+    logit = torch.log(score / (1 - score))[None].expand(gts.shape[0], -1, -1)
+    onehot = F.one_hot(gts[:, 1].long(), num_classes).float()[:, None].expand_as(logit)
+    cls_cost = F.binary_cross_entropy_with_logits(logit, onehot, reduction="none").sum(-1)
+    return cls_cost + IOU_COST_WEIGHT * iou_cost, iou
 
 
 @torch.no_grad()
@@ -80,57 +102,58 @@ def ota_assign(head_maps: list[Tensor], targets: Tensor, anchors: Tensor, stride
     ``[image, class, cx, cy, w, h]``; ``anchors``: ``(nl, na, 2)`` grid units; ``strides``: ``(nl,)``.
     ``first_stride``: ``strides[0]`` as a number (read once when the loss is built, not in every step).
     ``LevelTargets.box`` is the matched target in grid units of its level, centre relative to the cell.
+
+    Two reads of the device per call, both of counts: per image its candidates and ground truths (its slice
+    of each, so that every image's ``topk`` runs on exactly upstream's row), and per level its positives.
+    Slicing image by image with boolean masks instead waits for the device at every mask (about 40 per
+    image).
     """
     device = head_maps[0].device
-    nl, num_classes = len(head_maps), head_maps[0].shape[-1] - 5
+    batch, nl, num_classes = head_maps[0].shape[0], len(head_maps), head_maps[0].shape[-1] - 5
     grid_shapes = [(int(p.shape[2]), int(p.shape[3])) for p in head_maps]
     candidates = build_targets(targets, anchors, grid_shapes, anchor_t)
     input_size = grid_shapes[0][0] * first_stride  # upstream: imgs[i].shape[1], the input height
-    per_level: list[list[tuple[Tensor, ...]]] = [[] for _ in range(nl)]
 
-    for image in range(head_maps[0].shape[0]):
-        gts = targets[targets[:, 0] == image]
-        if gts.shape[0] == 0:
+    # Every level's candidates, grouped by image by a stable sort: inside an image they stay in level then
+    # find_3_positive order, upstream's per-image concatenation. Ground truths likewise, in loader order.
+    level_of = torch.cat([torch.full((len(c.image),), level, device=device) for level, c in enumerate(candidates)])
+    columns = [torch.cat(column) for column in zip(*[(c.image, c.anchor, c.gj, c.gi, c.anchor_wh, p[c.image, c.anchor,
+               c.gj, c.gi]) for p, c in zip(head_maps, candidates, strict=True)], strict=True)]
+    order = torch.argsort(columns[0], stable=True)
+    level_of, b, a, gj, gi, anchor_wh, rows = (t[order] for t in (level_of, *columns))
+    gt_image = targets[:, 0].long()
+    gts_by_image = targets[torch.argsort(gt_image, stable=True)]
+    counts = torch.zeros(2, batch, dtype=torch.long, device=device)
+    counts[0].index_add_(0, b, torch.ones_like(b))
+    counts[1].index_add_(0, gt_image, torch.ones_like(gt_image))
+    n_candidates, n_gts = counts.tolist()  # the first read
+
+    chosen, matched = [], []
+    per_image = zip(*(t.split(n_candidates) for t in (level_of, gj, gi, anchor_wh, rows)), gts_by_image.split(n_gts),
+                    strict=True)
+    for level_i, gj_i, gi_i, anchor_wh_i, rows_i, gts in per_image:
+        if len(gts) == 0 or len(rows_i) == 0:  # no candidate comes without a ground truth of its image
             continue
-        gt_xyxy = _xywh_to_xyxy(gts[:, 2:6] * input_size)
-        parts = []  # per level: (level, image, anchor, gj, gi, anchor_wh, raw prediction rows)
-        for level, (pred, cand) in enumerate(zip(head_maps, candidates, strict=True)):
-            mine = cand.image == image
-            b, a, gj, gi = cand.image[mine], cand.anchor[mine], cand.gj[mine], cand.gi[mine]
-            parts.append((torch.full((len(b),), level, device=device), b, a, gj, gi, cand.anchor_wh[mine],
-                          pred[b, a, gj, gi]))
-        level_of, b, a, gj, gi, anchor_wh, rows = (torch.cat(column, dim=0) for column in zip(*parts, strict=True))
-        if rows.shape[0] == 0:
-            continue
-        stride = strides[level_of].to(rows.dtype)[:, None]
-        grid = torch.stack((gi, gj), dim=1)
-        pxy = (rows[:, :2].sigmoid() * 2.0 - 0.5 + grid) * stride
-        pwh = (rows[:, 2:4].sigmoid() * 2) ** 2 * anchor_wh * stride
-        iou = box_iou(gt_xyxy, _xywh_to_xyxy(torch.cat((pxy, pwh), dim=1)))  # (G, N)
-        iou_cost = -torch.log(iou + 1e-8)
-        # Class cost: BCE of the geometric mean of class and objectness probabilities, through its logit.
-        score = (rows[:, 5:].float().sigmoid() * rows[:, 4:5].sigmoid()).sqrt()  # (N, nc)
-        logit = torch.log(score / (1 - score))[None].expand(gts.shape[0], -1, -1)
-        onehot = F.one_hot(gts[:, 1].long(), num_classes).float()[:, None].expand_as(logit)
-        cls_cost = F.binary_cross_entropy_with_logits(logit, onehot, reduction="none").sum(-1)
-        chosen, gt_index = _select(cls_cost + IOU_COST_WEIGHT * iou_cost, iou)
-        matched = gts[gt_index]
-        level_of, b, a, gj, gi, anchor_wh = (t[chosen] for t in (level_of, b, a, gj, gi, anchor_wh))
-        for level in range(nl):
-            here = level_of == level
-            per_level[level].append((b[here], a[here], gj[here], gi[here], anchor_wh[here], matched[here]))
+        cost, iou = _cost(gts, rows_i, level_i, gj_i, gi_i, anchor_wh_i, strides, input_size, num_classes)
+        chosen_i, gt_index = _select(cost, iou)
+        chosen.append(chosen_i)
+        matched.append(gts[gt_index])
+    chosen = torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.bool, device=device)
+    matched = torch.cat(matched) if matched else targets.new_zeros(0, 6)
+
+    # Positives level by level, each in image then candidate order (upstream's per-level concatenation).
+    n = len(chosen)
+    key = torch.where(chosen, level_of * n + torch.arange(n, device=device), nl * n)
+    per_level = torch.zeros(nl, dtype=torch.long, device=device).index_add_(0, level_of, chosen.long()).tolist()
+    picks = torch.argsort(key)[: sum(per_level)].split(per_level)  # the second read, above
 
     out = []
-    for level, (height, width) in enumerate(grid_shapes):
-        if per_level[level]:
-            b, a, gj, gi, anchor_wh, matched = (torch.cat(c, dim=0) for c in zip(*per_level[level], strict=True))
-        else:  # no target in the batch
-            b = a = gj = gi = torch.zeros(0, dtype=torch.long, device=device)
-            anchor_wh, matched = targets.new_zeros(0, 2), targets.new_zeros(0, 6)
-        gain = matched.new_full((4,), width)  # filled on the device: a host tensor's copy would wait for it
+    for pick, (height, width) in zip(picks, grid_shapes, strict=True):
+        level_matched = matched[pick]
+        gain = level_matched.new_full((4,), width)  # filled on the device: a host tensor's copy would wait for it
         gain[1::2] = height
-        box = matched[:, 2:6] * gain
-        box[:, :2] -= torch.stack((gi, gj), dim=1)
-        out.append(LevelTargets(image=b, anchor=a, gj=gj, gi=gi, box=box, anchor_wh=anchor_wh,
-                                cls=matched[:, 1].long()))
+        box = level_matched[:, 2:6] * gain
+        box[:, :2] -= torch.stack((gi[pick], gj[pick]), dim=1)
+        out.append(LevelTargets(image=b[pick], anchor=a[pick], gj=gj[pick], gi=gi[pick], box=box,
+                                anchor_wh=anchor_wh[pick], cls=level_matched[:, 1].long()))
     return out
