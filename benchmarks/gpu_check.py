@@ -28,7 +28,14 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # gpu_check_parts, and the project without installing it
 
 import torch  # noqa: E402
-from gpu_check_parts.common import FULL, SMOKE, coco_backend, ensure_data, environment  # noqa: E402
+from gpu_check_parts.common import (  # noqa: E402
+    FULL,
+    SMOKE,
+    coco_backend,
+    ensure_data,
+    environment,
+    release_loaders,
+)
 from gpu_check_parts.report import PARTS, write_report  # noqa: E402
 
 
@@ -84,6 +91,7 @@ def run(sizes, parts: list[str], out: Path, data_root: Path | None, log) -> dict
             trained = part("d", lambda: _briefly_trained(sizes, data_root, scratch))
         if trained is not None:
             save_so_far("d", part("d", lambda: check_eval(trained, log)))
+            release_loaders(trained)
             del trained
         save_so_far("e", part("e", lambda: check_packing(sizes, data_root, log, Path(__file__).resolve())))
     results["seconds"] = time.perf_counter() - started

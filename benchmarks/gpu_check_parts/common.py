@@ -228,6 +228,31 @@ def count_trainer_syncs(trainer, counter: SyncCounter) -> None:
     trainer.optimizer_step = counter.wrap(trainer.optimizer_step)
 
 
+def release_loaders(trainer) -> None:
+    """Stop the persistent loader workers of a trainer the check is done with.
+
+    Left to the garbage collector, a dropped trainer's loaders are shut down inside a later cycle
+    collection, where torch waits out its 5 s join timeout for each worker before terminating it (measured:
+    ``gc.collect()`` after dropping a one-worker trainer took 5.3 s, an explicit shutdown 0.02 s). In the
+    smoke run that wait landed inside later rows of part a (yolov3 20 s instead of 4 s, DeFeat 42 s instead
+    of 2 s). torch has no public close for a DataLoader: ``_iterator`` is where it keeps the persistent one."""
+    for name in ("train_loader", "val_loader"):
+        loader = getattr(trainer, name, None)
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            loader._iterator = None
+
+
+@contextlib.contextmanager
+def loaders_released(trainer):
+    """``with loaders_released(Trainer(...)) as trainer:``, the loaders' workers stopped on the way out."""
+    try:
+        yield trainer
+    finally:
+        release_loaders(trainer)
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

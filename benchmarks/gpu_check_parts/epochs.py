@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_check_parts.common import Sizes, run_config
+from gpu_check_parts.common import Sizes, release_loaders, run_config
 
 EPOCH_RATIO_GOAL = 1.3
 
@@ -60,7 +60,7 @@ def check_epochs(sizes: Sizes, data_root: Path, log, keep_dir: Path) -> tuple[di
             if kept is None:
                 kept = trainer
             else:
-                del trainer
+                release_loaders(trainer)
         except Exception as error:
             errors.append(f"epochs cache={cache}: {type(error).__name__}: {error}")
             log("  c " + errors[-1])

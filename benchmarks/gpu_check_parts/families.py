@@ -24,6 +24,7 @@ from gpu_check_parts.common import (
     StepClock,
     SyncCounter,
     count_trainer_syncs,
+    loaders_released,
     median,
     peak_memory_mib,
     reset_peak_memory,
@@ -60,8 +61,7 @@ def train_steps(sizes: Sizes, data_root: Path, name: str, *, method: str = "mssd
         steps = max(2, sizes.family_steps // 4) if comparator else sizes.family_steps
         cfg = run_config(sizes, data_root, name, img=img, batch=sizes.family_batch, workers=workers,
                          method=method, teacher=teacher, steps=steps)
-        with tempfile.TemporaryDirectory() as workdir:
-            trainer = Trainer(cfg, workdir)
+        with tempfile.TemporaryDirectory() as workdir, loaders_released(Trainer(cfg, workdir)) as trainer:
             counter = SyncCounter(trainer.device)
             count_trainer_syncs(trainer, counter)
             reads = SyncCounter(trainer.device)
@@ -80,7 +80,6 @@ def train_steps(sizes: Sizes, data_root: Path, name: str, *, method: str = "mssd
                        loss_read_syncs=reads.count, img=img,
                        sync_sites=dict(counter.sites.most_common(5)), peak_mib=memory, memory_kind=memory_kind,
                        amp=trainer.amp, channels_last=trainer.channels_last, sync_method=counter.method)
-            del trainer
     except NonFiniteLossError as error:
         row.update(status="fail", error=str(error))
     except (ConfigError, MSSDError) as error:

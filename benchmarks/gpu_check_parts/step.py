@@ -21,6 +21,7 @@ from gpu_check_parts.common import (
     StepClock,
     SyncCounter,
     count_trainer_syncs,
+    loaders_released,
     median,
     run_config,
     sync,
@@ -42,8 +43,7 @@ def measure_step(sizes: Sizes, data_root: Path, name: str, compile_mode: str) ->
     try:
         cfg = run_config(sizes, data_root, name, workers=max(sizes.loader_workers), steps=sizes.step_steps,
                          train__compile=compile_mode)
-        with tempfile.TemporaryDirectory() as workdir:
-            trainer = Trainer(cfg, workdir)
+        with tempfile.TemporaryDirectory() as workdir, loaders_released(Trainer(cfg, workdir)) as trainer:
             counter = SyncCounter(trainer.device)
             count_trainer_syncs(trainer, counter)
             clock = StepClock(counter)
@@ -58,7 +58,7 @@ def measure_step(sizes: Sizes, data_root: Path, name: str, compile_mode: str) ->
             row["step_on_device_s"] = _step_on_device(trainer, batches, max(sizes.step_steps // 2, 2))
             row.update(_profile(trainer, batches, sizes.profile_steps))
             row["status"] = "ok"
-            del trainer, batches
+            del batches
     except Exception as error:  # recorded, the next configuration still runs
         row.update(status="fail", error=f"{type(error).__name__}: {error}")
     finally:
