@@ -85,6 +85,7 @@ def register(subparsers) -> None:
 
 def _tune(args) -> int:
     from study.tune import StudyOptions, run_study
+    from study.tune.ray_runtime import release_ray
 
     options = StudyOptions(
         config=args.config, space=args.space, overrides=args.overrides, name=args.name, workdir=args.workdir,
@@ -98,6 +99,9 @@ def _tune(args) -> int:
 
         check_confirm_arguments(args.confirm, args.confirm_seeds)
     summary = run_study(options)
+    # The sweep is over: end its Ray connection before printing, so that no exiting worker's output (Ray
+    # forwards it to this stderr whenever it arrives) lands in the summary, --confirm's output or a refusal.
+    release_ray()
     print(summary.describe(args.workdir))
     if not summary.succeeded:
         from study.errors import StudyError

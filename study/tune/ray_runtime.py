@@ -12,6 +12,7 @@ the caller started (``start_local_ray``: tests, the demo benchmark) forwards no 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -97,10 +98,13 @@ def stop_ray() -> None:
 
 def release_ray() -> None:
     """End the Ray connection ``init_ray`` made (a local Ray stops, a cluster is only left), waiting for Ray's
-    output thread: after it, no worker line reaches this process's stderr. A caller's Ray is left alone."""
+    output thread: after it, no worker line reaches this process's stderr. The lines that thread still
+    prints while it stops go nowhere (Ray writes them to whatever ``sys.stderr`` is then), not just before
+    the refusal that follows. A caller's Ray is left alone."""
     global _study_owns_connection
     if _study_owns_connection and ray.is_initialized():
-        ray.shutdown()
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            ray.shutdown()
     _study_owns_connection = False
 
 
