@@ -75,14 +75,20 @@ def _host_creds(uri: str) -> Any:
                            token=MLFLOW_TRACKING_TOKEN.get(), ignore_tls_verification=MLFLOW_TRACKING_INSECURE_TLS.get())
 
 
-def _request_with_patience(creds: Any, timeout: float, wait: float) -> tuple[Any, BaseException | None, float]:
-    """GET experiments/search until it answers at all (any HTTP status), for at most ``wait`` seconds:
-    a server that was just started (basic auth loads its user store first) can refuse connections or
-    stall for a while. Returns ``(response, None, waited)`` or ``(None, last_error, waited)``."""
+def _request_with_patience(creds: Any, timeout: float, wait: float,
+                           refused_wait: float) -> tuple[Any, BaseException | None, float]:
+    """GET experiments/search until it answers at all (any HTTP status): a server that was just started
+    can refuse connections (not listening yet) or stall (basic auth loads its user store first).
+
+    A port that only ever refuses connections is given ``refused_wait`` seconds: nothing listens there,
+    and a user without a server should hear so in seconds, not half a minute. Once anything else is seen
+    (a stall, a timeout), the server is there but slow, and it gets ``wait`` seconds in all.
+    Returns ``(response, None, waited)`` or ``(None, last_error, waited)``."""
     from mlflow.utils.rest_utils import http_request
 
     started = time.monotonic()
     delay = 0.5
+    only_refused = True
     while True:
         left = wait - (time.monotonic() - started)
         try:
@@ -92,25 +98,28 @@ def _request_with_patience(creds: Any, timeout: float, wait: float) -> tuple[Any
                                     retry_codes=frozenset(), raise_on_status=False)
             return response, None, time.monotonic() - started
         except Exception as exc:  # requests/urllib3 errors arrive wrapped in MlflowException
+            text = str(exc)
+            only_refused = only_refused and "refused" in text
             waited = time.monotonic() - started
-            left = wait - waited
-            if not _UNREACHABLE.search(str(exc)) or left <= 0:
+            left = (min(wait, refused_wait) if only_refused else wait) - waited
+            if not _UNREACHABLE.search(text) or left <= 0:
                 return None, exc, waited
             time.sleep(min(delay, left))
             delay = min(delay * 2, 5.0)
 
 
-def check_tracking(uri: str, timeout: float = 10.0, wait: float = 30.0) -> str:
+def check_tracking(uri: str, timeout: float = 10.0, wait: float = 30.0, refused_wait: float = 5.0) -> str:
     """Reach the store; return a one-line description or raise TrackingError.
 
-    A server that refuses connections or does not answer is retried with back-off for up to ``wait``
-    seconds in all (each request at most ``timeout`` s); any HTTP answer is final at once.
+    A server that does not answer is retried with back-off for up to ``wait`` seconds in all (each
+    request at most ``timeout`` s); a port that refuses every connection (nothing listening) only for
+    ``refused_wait`` s; any HTTP answer is final at once.
     Distinguishes: server unreachable, credentials refused (HTTP 401/403), server up but its backend
     (e.g. PostgreSQL) down (HTTP 5xx), and direct database URIs that cannot be opened.
     """
     if is_http_uri(uri):
         creds = _host_creds(uri)
-        response, error, waited = _request_with_patience(creds, timeout, wait)
+        response, error, waited = _request_with_patience(creds, timeout, wait, refused_wait)
         if response is None:
             raise TrackingError(_explain_http_failure(uri, error, waited))
         code = response.status_code

@@ -154,6 +154,28 @@ def test_an_absent_tracking_server_is_given_up_after_the_wait():
     assert "\n" not in str(info.value) and "unreachable (connection refused for" in str(info.value)
 
 
+def test_a_port_nobody_listens_on_is_given_up_after_the_short_refused_wait_not_the_whole_wait():
+    port = _closed_port()
+    started = time.monotonic()
+    with pytest.raises(tracking.TrackingError) as info:
+        tracking.check_tracking(f"http://127.0.0.1:{port}", wait=30, refused_wait=1.0)
+    assert 0.9 < time.monotonic() - started < 5
+    assert "unreachable (connection refused for 1 s)" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_server_that_accepts_but_does_not_answer_gets_the_whole_wait():
+    with socket.socket() as listening:  # the kernel accepts connections into the backlog; nobody answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        port = listening.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(tracking.TrackingError) as info:
+            tracking.check_tracking(f"http://127.0.0.1:{port}", timeout=1.0, wait=2.5, refused_wait=0.5)
+        waited = time.monotonic() - started
+    assert 2.3 < waited < 8
+    assert "unreachable (no answer for" in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_refused_credentials_fail_at_once(monkeypatch, status):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "me")

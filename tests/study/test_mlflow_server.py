@@ -4,6 +4,7 @@ and a sweep that loses no metric point while the server is stopped and restarted
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -54,6 +55,8 @@ def test_an_unreachable_server_is_one_line_before_ray_or_any_trial_starts(tmp_pa
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "unreachable" in lines[0] and uri in lines[0], out.stderr
+    # A port nobody listens on is given seconds, not the half minute a slow-starting server gets.
+    assert re.search(r"connection refused for \d s\)", lines[0]), lines[0]
     assert "Ray" not in out.stdout + out.stderr and not (tmp_path / "runs" / "x" / "study.json").exists()
 
 
