@@ -29,7 +29,6 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 EPS = 1e-9
 
@@ -39,6 +38,13 @@ class Assignment(NamedTuple):
     boxes: torch.Tensor
     scores: torch.Tensor
     fg: torch.Tensor
+
+
+def one_hot(index: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``F.one_hot`` without its range check, which reads the index's min and max (on the CPU only; on a GPU
+    the scatter's own check stands in for it): int64 (*index.shape, num_classes)."""
+    out = torch.zeros((*index.shape, num_classes), dtype=torch.long, device=index.device)
+    return out.scatter_(-1, index.unsqueeze(-1), 1)
 
 
 def row_iou(gt: torch.Tensor, boxes: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -152,7 +158,7 @@ def atss_assign_rows(anchors: torch.Tensor, level_sizes: list[int], image: torch
     owner, fg, mask_pos = one_per_anchor(mask_pos, overlaps, image, b)
     labels, boxes = _gather(gt_labels, gt_boxes, owner)
     labels = torch.where(fg > 0, labels, torch.full_like(labels, num_classes))
-    scores = F.one_hot(labels.long(), num_classes + 1).float()[..., :num_classes]
+    scores = one_hot(labels.long(), num_classes + 1).float()[..., :num_classes]
     ious = _per_image(row_iou(gt_boxes, pred_boxes[image]) * mask_pos, image, b, "amax", 0.0).unsqueeze(-1)
     return Assignment(labels.long(), boxes, scores * ious, fg.bool())
 
@@ -182,7 +188,7 @@ def tal_assign_rows(pred_scores: torch.Tensor, pred_boxes: torch.Tensor, points:
     owner, fg, mask_pos = one_per_anchor(mask_pos, overlaps, image, b)
     labels, boxes = _gather(gt_labels.long(), gt_boxes, owner)
     labels = labels.clamp(min=0)
-    scores = torch.where(fg[..., None].repeat(1, 1, num_classes) > 0, F.one_hot(labels, num_classes), 0)
+    scores = torch.where(fg[..., None].repeat(1, 1, num_classes) > 0, one_hot(labels, num_classes), 0)
 
     metric = metric * mask_pos
     best_metric = metric.max(-1, keepdim=True)[0]

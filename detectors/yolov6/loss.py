@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detectors.api import DetectorOutput
-from detectors.yolov6.assigners import Assignment, atss_assign_rows, tal_assign_rows
+from detectors.yolov6.assigners import Assignment, atss_assign_rows, one_hot, tal_assign_rows
 from detectors.yolov6.head import CELL_OFFSET, YOLOv6HeadOutput, dist_to_xyxy
 
 ANCHOR_SIZE = 5.0  # ATSS anchor side in strides (grid_cell_size)
@@ -202,8 +202,8 @@ class YOLOv6Loss(nn.Module):
         fg, target_scores = assigned.fg, assigned.scores
 
         labels = torch.where(fg, assigned.labels, torch.full_like(assigned.labels, self.num_classes))
-        one_hot = F.one_hot(labels.long(), self.num_classes + 1)[..., :-1]
-        loss_cls = varifocal_loss(scores, target_scores, one_hot)
+        positive_class = one_hot(labels.long(), self.num_classes + 1)[..., :-1]
+        loss_cls = varifocal_loss(scores, target_scores, positive_class)
         # Their normalisers (divide by S when S > 0), as tensors: a Python ``if`` would read S back each step.
         score_sum = target_scores.sum()
         loss_cls = loss_cls / torch.where(score_sum > 0, score_sum, torch.ones_like(score_sum))

@@ -49,6 +49,13 @@ def _xywh_to_xyxy(boxes: Tensor) -> Tensor:
     return torch.cat((boxes[:, :2] - half, boxes[:, :2] + half), dim=1)
 
 
+def _one_hot(index: Tensor, num_classes: int) -> Tensor:
+    """``F.one_hot`` without its range check, which reads the index's min and max (on the CPU only; on a GPU
+    the scatter's own check stands in for it): int64 (*index.shape, num_classes)."""
+    out = torch.zeros((*index.shape, num_classes), dtype=torch.long, device=index.device)
+    return out.scatter_(-1, index.unsqueeze(-1), 1)
+
+
 def _select(cost: Tensor, iou: Tensor) -> tuple[Tensor, Tensor]:
     """(G, N) costs and IoUs -> (chosen candidate mask (N,), the ground truth of every candidate (N,), which
     counts where chosen).
@@ -69,7 +76,7 @@ def _select(cost: Tensor, iou: Tensor) -> tuple[Tensor, Tensor]:
     # upstream's min over the shared columns only).
     shared = (matching.sum(0) > 1)[None]
     cheapest = torch.min(cost, dim=0).indices
-    matching = torch.where(shared, F.one_hot(cheapest, cost.shape[0]).T.to(cost.dtype), matching)
+    matching = torch.where(shared, _one_hot(cheapest, cost.shape[0]).T.to(cost.dtype), matching)
     return matching.sum(0) > 0.0, matching.argmax(0)
 
 
@@ -88,7 +95,7 @@ def _cost(gts: Tensor, rows: Tensor, level_of: Tensor, gj: Tensor, gi: Tensor, a
     # Class cost: BCE of the geometric mean of class and objectness probabilities, through its logit.
     score = (rows[:, 5:].float().sigmoid() * rows[:, 4:5].sigmoid()).sqrt()  # (N, nc)
     logit = torch.log(score / (1 - score))[None].expand(gts.shape[0], -1, -1)
-    onehot = F.one_hot(gts[:, 1].long(), num_classes).float()[:, None].expand_as(logit)
+    onehot = _one_hot(gts[:, 1].long(), num_classes).float()[:, None].expand_as(logit)
     cls_cost = F.binary_cross_entropy_with_logits(logit, onehot, reduction="none").sum(-1)
     return cls_cost + IOU_COST_WEIGHT * iou_cost, iou
 

@@ -274,3 +274,16 @@ def test_the_loss_reads_no_tensor_value_into_python(epoch):
         l_gt, _ = loss(YOLOv6Output(head), targets)
         l_gt.backward()
     assert reads == []
+
+
+@pytest.mark.parametrize("epoch", [1, 10])
+def test_the_loss_waits_for_the_device_only_to_find_its_positives(epoch, device_reads):
+    """The strict check (tests/detectors/conftest.py): value reads and data-dependent shapes. One ``nonzero``
+    is left, the positives' count, which the box losses' sums over positives need (a sum over every anchor
+    would round differently)."""
+    loss = family_loss(16, "giou", epoch)
+    head, targets = head_output(1, 3, 16), batch_targets(1, 3, tied=True)
+    with device_reads() as reads:
+        l_gt, _ = loss(YOLOv6Output(head), targets)
+        l_gt.backward()
+    assert reads.ops == ["nonzero"]

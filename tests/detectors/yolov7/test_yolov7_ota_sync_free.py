@@ -213,3 +213,17 @@ def test_the_ota_loss_reads_two_lists_of_counts_and_nothing_else():
         total, _ = loss(maps, targets)
         total.backward()
     assert reads == ["tolist", "tolist"]
+
+
+def test_the_ota_assignment_adds_no_device_wait_to_the_candidates_rule(device_reads):
+    """The strict check (tests/detectors/conftest.py: value reads and data-dependent shapes) finds in the loss
+    only what the anchor-ratio rule it starts from (``build_targets``) does; the two count reads are ``tolist``
+    (above), which a CPU tensor answers without an op."""
+    maps, targets = crowded_batch(6)
+    loss = ota_loss()
+    with device_reads() as rule:
+        loss_ota.build_targets(targets, loss._head.anchors, [(8, 8), (4, 4), (2, 2)], loss.anchor_t)
+    with device_reads() as reads:
+        total, _ = loss(maps, targets)
+        total.backward()
+    assert reads.ops == rule.ops
