@@ -64,9 +64,9 @@ def distilled_outputs(num_classes: int) -> slice:
 
 
 @torch.no_grad()
-def check_dense_heads(model: nn.Module, teacher: Any, what: str) -> None:
+def check_dense_heads(model: nn.Module, teacher: Any, what: str, instead: str = "") -> None:
     """``ConfigError`` unless the student and the teacher have dense heads of the same layout (``what``
-    names the config key whose setting needs it)."""
+    names the config key whose setting needs it, ``instead`` what the user can set otherwise)."""
     size = 2 * max(model.strides)
     shapes = []
     for name, net in (("student", model), ("teacher", teacher.model)):
@@ -81,8 +81,9 @@ def check_dense_heads(model: nn.Module, teacher: Any, what: str) -> None:
         try:
             maps = dense_head_logits(head, tuple(net.strides))
         except ValueError as exc:
-            raise ConfigError(f"{what}: needs dense heads with objectness (YOLOv5, YOLOX); the {name} has "
-                              f"another head ({exc})") from None
+            # e.g. a two-stage detector: its head is the RPN's output and proposals, classified per RoI
+            raise ConfigError(f"{what}: needs dense heads with objectness, one map per stride (YOLOv5, YOLOX); "
+                              f"the {name} ({type(net).__name__}) has another head ({exc}){instead}") from None
         shapes.append({s: tuple(m.shape[1:]) for s, m in maps.items()})
     if shapes[0] != shapes[1]:
         raise ConfigError(f"{what}: the teacher's head ({teacher.name}: {shapes[1]}) differs from the student's "

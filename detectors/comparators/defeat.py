@@ -75,7 +75,8 @@ def build(losses_cfg: Any, context: ComparatorContext) -> DeFeatComparator:
     if teacher is None:
         raise ConfigError("losses.method: defeat needs a teacher (distill.teacher)")
     if cfg.cls_object_weight > 0 or cfg.cls_background_weight > 0:
-        common.check_dense_heads(model, teacher, "losses.defeat.cls_object_weight / cls_background_weight")
+        common.check_dense_heads(model, teacher, "losses.defeat.cls_object_weight / cls_background_weight",
+                                 "; set both to 0 for DeFeat's feature distillation alone")
     return DeFeatComparator(cfg, student_channels=dict(model.head_input_channels),
                             teacher_channels=teacher.head_input_channels, strides=tuple(model.strides),
                             num_classes=int(model.num_classes))

@@ -64,7 +64,8 @@ def build(losses_cfg: Any, context: ComparatorContext) -> KDComparator:
     cfg, model, teacher = losses_cfg.kd, context.model, context.teacher
     if teacher is None:
         raise ConfigError("losses.method: kd needs a teacher (distill.teacher)")
-    common.check_dense_heads(model, teacher, "losses.method: kd")
+    common.check_dense_heads(model, teacher, "losses.method: kd",
+                             "; with this detector, losses.method mssd distils its neck maps instead")
     regression_loss = None
     if cfg.regression_weight > 0:
         if context.build_loss is None:
