@@ -25,6 +25,7 @@ FULL = 2  # StudyOptions.verbose from which Ray prints everything itself
 
 
 _TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+_OPTUNA_LOGGER = "optuna"  # the searcher's sampler, in the driver
 
 
 def is_full(verbose: int | None) -> bool:
@@ -36,10 +37,12 @@ def quiet_driver(verbose: int | None, starts_local_ray: bool) -> int:
     if is_full(verbose):  # also undo a quiet study run earlier in this process
         for name in (_TOKEN_LOGGER, "ray.tune"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.getLogger(_OPTUNA_LOGGER).setLevel(logging.INFO)  # Optuna's own default
         return logging.INFO
     if starts_local_ray:  # a new local cluster gets token auth by default; Ray warns that it did so
         logging.getLogger(_TOKEN_LOGGER).setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
+    logging.getLogger(_OPTUNA_LOGGER).setLevel(logging.WARNING)  # "[I ...] A new study created in RDB with name"
     for name, kind in ((_STATE_LOGGER, _TempFileRace), (_CONTROLLER_LOGGER, _CheckpointAlreadyDeleted)):
         logger = logging.getLogger(name)
         if not any(isinstance(f, kind) for f in logger.filters):

@@ -1,6 +1,7 @@
 """Nothing alarming on a resumed study that succeeded: Tune's "Error handling checkpoint" traceback when it
 deletes an old checkpoint that a killed driver had already deleted (Ray's real checkpoint manager raises
-it here) is not shown; any other error while handling a checkpoint is."""
+it here) is not shown; any other error while handling a checkpoint is. Nor are Optuna's INFO lines ("A new
+study created in RDB") unless --verbose."""
 
 from __future__ import annotations
 
@@ -69,3 +70,18 @@ def test_a_quiet_driver_installs_the_filter_on_tunes_controller_once():
     quiet_driver(None, starts_local_ray=False)
     filters = logging.getLogger(CONTROLLER).filters
     assert sum(isinstance(f, _CheckpointAlreadyDeleted) for f in filters) == 1
+
+
+def test_a_quiet_driver_hides_optunas_info_lines_and_verbose_shows_them():
+    from study.tune.console import quiet_driver
+
+    optuna = logging.getLogger("optuna")
+    before = optuna.level
+    try:
+        quiet_driver(None, starts_local_ray=False)
+        assert not optuna.isEnabledFor(logging.INFO) and optuna.isEnabledFor(logging.WARNING)
+        quiet_driver(2, starts_local_ray=False)
+        assert optuna.isEnabledFor(logging.INFO)
+    finally:
+        quiet_driver(None, starts_local_ray=False)  # the state the other tests of this file leave
+        optuna.setLevel(before)
