@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,14 +33,14 @@ def measure(name: str, *, img: int, batch: int, boxes: int, steps: int, warmup: 
     import torch
 
     from detectors.api import DetectorOutput
+    from detectors.config import parse_config
     from detectors.zoo import build_detector, family_of
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_detector(name, num_classes=3).train()
-    # what the families' build_loss read from a run's config: the SimOTA prior, close_mosaic (YOLOX)
-    cfg = SimpleNamespace(data=SimpleNamespace(augment=SimpleNamespace(close_mosaic=None)),
-                          losses=SimpleNamespace(gt=SimpleNamespace(simota_prior="main")))
+    # a run's config with the family's own L_gt defaults (what build_loss reads: img_size, gains, SimOTA's prior)
+    cfg = parse_config({"detector": {"name": name}, "data": {"img_size": img}})
     loss_fn = family_of(name).build_loss(model, cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
