@@ -185,6 +185,25 @@ def build_distillation_for(cfg: RunConfig, model: nn.Module, *, load_teacher: bo
                               img_size=cfg.data.img_size, build_loss=functools.partial(per_image_loss, cfg))
 
 
+def check_teacher(cfg: RunConfig) -> None:
+    """Build and load the teacher once, and build a comparator against the run's detector (then drop both):
+    the checks training would make, nothing written. So a method the detector cannot serve (KD's or
+    DeFeat's prediction distillation on a two-stage detector, LGD on a detector without ``forward_head``,
+    FGFI's anchors for another number of levels) is one ``ConfigError`` line before the run folder and its
+    MLflow run exist. MSSD (the default) is built as before, at training time: every family has taps.
+
+    It lives here, not in ``comparators/teacher.py``, because it builds the distillation wrapper, and the
+    wrapper imports the teacher module: the other way round would be an import cycle."""
+    from detectors.comparators import BUILDERS
+    from detectors.comparators.teacher import build_teacher
+    from detectors.zoo import build_detector_for
+
+    teacher = build_teacher(cfg)
+    if cfg.losses.method in BUILDERS:
+        build_distillation(cfg.losses, build_detector_for(cfg), teacher=teacher, img_size=cfg.data.img_size,
+                           build_loss=functools.partial(per_image_loss, cfg))
+
+
 def per_image_loss(cfg: RunConfig, model: nn.Module, **gains: float) -> Any:
     """The family's detection loss for ``model`` as ``loss(output, targets) -> (L_gt per image, items)``:
     the backpropagated loss divided by the batch when the family scales it so, still carrying the graph.

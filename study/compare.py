@@ -239,8 +239,7 @@ def method_costs(plan: ComparePlan) -> dict[tuple[str, str], MethodCost]:
     strides); a given teacher file is loaded once."""
     import torch
 
-    from detectors.comparators.teacher import check_teacher
-    from detectors.distillation import build_distillation_for
+    from detectors.distillation import build_distillation_for, check_teacher
     from detectors.model_info import count_distillation, count_gflops, count_params
     from detectors.zoo import build_detector_for
 

@@ -37,9 +37,9 @@ def check_data(cfg: RunConfig, *, weights: str | Path | None = None) -> None:
     named here, not mid-run), the initial weights (``weights``, else ``detector.weights``) loaded into the
     config's detector, and for a teacher method (losses.method kd / fgfi / defeat) the teacher from
     distill.teacher.weights. ``mssd tune``, ``ablate`` and ``compare`` run this before Ray starts too."""
-    from detectors.comparators.teacher import check_teacher
     from detectors.data import load_samples
     from detectors.data.image_cache import check_split_images
+    from detectors.distillation import check_teacher
 
     check_teacher(cfg)
     if weights is not None:

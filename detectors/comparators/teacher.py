@@ -17,7 +17,7 @@ The teacher reads the same augmented batch on the same device as the student; it
 (``check_compatible``). Channel counts may differ: each method's adapter maps the student's channels to
 the teacher's.
 
-``check_teacher(cfg)`` is what ``mssd train`` / ``mssd tune`` run before anything is written: a missing or
+``detectors.distillation.check_teacher(cfg)`` is what ``mssd train`` / ``mssd tune`` run before anything is written: a missing or
 incompatible teacher file is one ``TeacherError`` line naming the file and the reason, and a comparator
 the run's detector cannot serve one ``ConfigError`` line naming the setting.
 """
@@ -94,25 +94,6 @@ def build_teacher(cfg: RunConfig, *, load_weights: bool = True) -> FrozenTeacher
                               f"teacher's weights (a checkpoint, a state dict or an official .pt), got null")
         load_teacher_weights(model, path, name=name, num_classes=cfg.num_classes)
     return FrozenTeacher(model, name)
-
-
-def check_teacher(cfg: RunConfig) -> None:
-    """Build and load the teacher once, and build a comparator against the run's detector (then drop both):
-    the checks training would make, nothing written. So a method the detector cannot serve (KD's or
-    DeFeat's prediction distillation on a two-stage detector, LGD on a detector without ``forward_head``,
-    FGFI's anchors for another number of levels) is one ``ConfigError`` line before the run folder and its
-    MLflow run exist. MSSD (the default) is built as before, at training time: every family has taps."""
-    from detectors.comparators import BUILDERS
-
-    teacher = build_teacher(cfg)
-    if cfg.losses.method in BUILDERS:
-        import functools
-
-        from detectors.distillation import build_distillation, per_image_loss
-        from detectors.zoo import build_detector_for
-
-        build_distillation(cfg.losses, build_detector_for(cfg), teacher=teacher, img_size=cfg.data.img_size,
-                           build_loss=functools.partial(per_image_loss, cfg))
 
 
 def load_teacher_weights(model: nn.Module, path: str | Path, *, name: str, num_classes: int) -> None:

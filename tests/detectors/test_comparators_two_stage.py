@@ -37,7 +37,7 @@ def _two_stage_cfg(tmp_path, method, **losses):
                                                  ("defeat", "losses.defeat.cls_object_weight / cls_background_weight")])
 def test_the_pre_flight_check_refuses_prediction_distillation_of_a_two_stage_detector(tmp_path, method, setting):
     """``check_teacher`` is what train / tune / ablate / compare run before any folder or MLflow run exists."""
-    from detectors.comparators.teacher import check_teacher
+    from detectors.distillation import check_teacher
 
     with pytest.raises(ConfigError) as error:
         check_teacher(_two_stage_cfg(tmp_path, method))
@@ -45,6 +45,6 @@ def test_the_pre_flight_check_refuses_prediction_distillation_of_a_two_stage_det
 
 
 def test_defeat_without_its_classification_part_passes_the_pre_flight_check_of_a_two_stage_detector(tmp_path):
-    from detectors.comparators.teacher import check_teacher
+    from detectors.distillation import check_teacher
 
     check_teacher(_two_stage_cfg(tmp_path, "defeat", defeat={"cls_object_weight": 0.0, "cls_background_weight": 0.0}))
