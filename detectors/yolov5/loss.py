@@ -13,6 +13,11 @@ items as Ultralytics' ``ComputeLoss`` with the gains scaled as their ``train.py`
 - classes: BCE against (optionally smoothed) one-hot targets, only when there is more than one class;
 - gains: ``box * 3/nl``, ``cls * nc/80 * 3/nl``, ``obj * (img_size/640)^2 * 3/nl``.
 
+Nothing in the loss or its backward reads the device (a wait on a GPU): ``build_candidates`` keeps every
+(offset, anchor, target) row with a mask of the ones the rule assigns, the box and class terms are masked
+sums over the rows divided by the assigned count, the objectness target takes the last assigned row per
+position. ``build_targets``, the assigned rows alone (one ``nonzero`` per level), is what YOLOv7 starts from.
+
 Shapes: ``head_maps[i]`` is ``(B, na, H_i, W_i, 5 + nc)`` raw logits; ``targets`` is ``(M, 6)``
 ``[image_index, class, cx, cy, w, h]`` with coordinates normalised to the input size.
 """
@@ -57,30 +62,65 @@ class LevelTargets:
         return int(self.image.shape[0])
 
 
-def build_targets(
+@dataclass(frozen=True)
+class LevelCandidates:
+    """Every (offset, anchor, target) row of one level, ``n = 5 * na * M``, fields as ``LevelTargets``, and
+    ``valid``: the rows ``build_targets`` keeps. Fixed size, so building and using them needs no read of the
+    device. An invalid row's cell is still inside the grid; its box is whatever the arithmetic gave."""
+
+    image: Tensor  # (n,) int64
+    anchor: Tensor  # (n,) int64
+    gj: Tensor  # (n,) int64, row
+    gi: Tensor  # (n,) int64, column
+    box: Tensor  # (n, 4) float
+    anchor_wh: Tensor  # (n, 2) float
+    cls: Tensor  # (n,) int64
+    valid: Tensor  # (n,) bool
+
+    def kept(self) -> LevelTargets:
+        """The valid rows, in order (one ``nonzero``: a read of the device)."""
+        keep = self.valid.nonzero(as_tuple=True)[0]
+        return LevelTargets(image=self.image[keep], anchor=self.anchor[keep], gj=self.gj[keep], gi=self.gi[keep],
+                            box=self.box[keep], anchor_wh=self.anchor_wh[keep], cls=self.cls[keep])
+
+
+def _neighbour_offsets(like: Tensor) -> Tensor:
+    """``_NEIGHBOUR_OFFSETS * _OFFSET_BIAS`` as a (5, 2) tensor filled on ``like``'s device (copying a host
+    tensor there would wait for the device)."""
+    offsets = like.new_zeros(len(_NEIGHBOUR_OFFSETS), 2)
+    for k, pair in enumerate(_NEIGHBOUR_OFFSETS):
+        for axis, value in enumerate(pair):
+            if value:
+                offsets[k, axis] = value * _OFFSET_BIAS
+    return offsets
+
+
+def build_candidates(
     targets: Tensor, anchors: Tensor, grid_shapes: list[tuple[int, int]], anchor_t: float
-) -> list[LevelTargets]:
-    """Assign targets to anchors and cells per level, as Ultralytics' ``ComputeLoss.build_targets``.
+) -> list[LevelCandidates]:
+    """Every (offset, anchor, target) row per level, with the rows Ultralytics' ``build_targets`` keeps marked.
 
     ``targets``: ``(M, 6)`` normalised ``[image, class, cx, cy, w, h]``; ``anchors``: ``(nl, na, 2)`` in
     grid cells of their level (pixels / stride); ``grid_shapes``: ``(H, W)`` per level.
-    Order of the returned rows is offset-major, then anchor-major, then target order, like Ultralytics':
-    it decides which IoU wins when two targets land on the same (image, anchor, cell).
+    Rows are offset-major, then anchor-major, then in target order, like Ultralytics' selected rows: the
+    order decides which IoU wins when two targets land on the same (image, anchor, cell).
     """
-    device = targets.device
-    offsets = torch.tensor(_NEIGHBOUR_OFFSETS, device=device) * _OFFSET_BIAS  # (5, 2)
+    offsets = _neighbour_offsets(targets)  # (5, 2)
+    num_offsets, num_targets = offsets.shape[0], targets.shape[0]
     levels = []
     for level, (height, width) in enumerate(grid_shapes):
-        level_anchors = anchors[level].to(device=device, dtype=targets.dtype)  # (na, 2)
-        gain = torch.tensor([width, height, width, height], device=device, dtype=targets.dtype)
+        level_anchors = anchors[level].to(device=targets.device, dtype=targets.dtype)  # (na, 2)
+        num_anchors = level_anchors.shape[0]
+        rows = (num_offsets, num_anchors, num_targets)
+        gain = targets.new_full((4,), width)  # [W, H, W, H], filled on the device
+        gain[1::2] = height
         gxywh = targets[:, 2:6] * gain  # (M, 4) in grid cells
 
         # Shape match: both wh ratios (either way round) below anchor_t. (na, M)
         ratio = gxywh[None, :, 2:4] / level_anchors[:, None]
         matched = torch.max(ratio, 1.0 / ratio).amax(dim=2) < anchor_t
-        anchor_idx, target_idx = matched.nonzero(as_tuple=True)  # anchor-major, like t[j] on (na, M)
 
-        gxy = gxywh[target_idx, :2]  # (n, 2)
+        gxy = gxywh[:, :2]  # (M, 2)
         gxy_inverse = gain[:2] - gxy
         # The own cell always; the left/up neighbour when the centre sits in the cell's first half (and is
         # not in the first cell), the right/down one when in the second half (and not in the last cell).
@@ -88,27 +128,36 @@ def build_targets(
         near_high = (gxy_inverse % 1 < _OFFSET_BIAS) & (gxy_inverse > 1)
         use = torch.stack(
             (torch.ones_like(near_low[:, 0]), near_low[:, 0], near_low[:, 1], near_high[:, 0], near_high[:, 1])
-        )  # (5, n)
-        offset_idx, row = use.nonzero(as_tuple=True)  # offset-major
+        )  # (5, M)
 
-        centre = gxy[row]  # (k, 2)
-        cell = (centre - offsets[offset_idx]).long()  # truncation == floor: values are >= 0
-        cell[:, 0].clamp_(0, width - 1)
-        cell[:, 1].clamp_(0, height - 1)
-        rows = target_idx[row]
-        anchor = anchor_idx[row]
+        centre = gxy.expand(*rows, 2)  # (5, na, M, 2)
+        cell = (centre - offsets[:, None, None]).long()  # truncation == floor where valid: values are >= 0
+        cell[..., 0].clamp_(0, width - 1)
+        cell[..., 1].clamp_(0, height - 1)
+        box = torch.cat((centre - cell, gxywh[:, 2:4].expand(*rows, 2)), dim=-1)  # (5, na, M, 4)
+        anchor = torch.arange(num_anchors, device=targets.device)[:, None].expand(rows)
         levels.append(
-            LevelTargets(
-                image=targets[rows, 0].long(),
-                anchor=anchor,
-                gj=cell[:, 1],
-                gi=cell[:, 0],
-                box=torch.cat((centre - cell, gxywh[rows, 2:4]), dim=1),
-                anchor_wh=level_anchors[anchor],
-                cls=targets[rows, 1].long(),
+            LevelCandidates(
+                image=targets[:, 0].long().expand(rows).reshape(-1),
+                anchor=anchor.reshape(-1),
+                gj=cell[..., 1].reshape(-1),
+                gi=cell[..., 0].reshape(-1),
+                box=box.reshape(-1, 4),
+                anchor_wh=level_anchors[:, None].expand(*rows, 2).reshape(-1, 2),
+                cls=targets[:, 1].long().expand(rows).reshape(-1),
+                valid=(use[:, None] & matched).reshape(-1),
             )
         )
     return levels
+
+
+def build_targets(
+    targets: Tensor, anchors: Tensor, grid_shapes: list[tuple[int, int]], anchor_t: float
+) -> list[LevelTargets]:
+    """Assign targets to anchors and cells per level, as Ultralytics' ``ComputeLoss.build_targets``: the
+    valid rows of ``build_candidates``, in its order (one read of the device per level; YOLOv7 starts from
+    these, YOLOv5's loss uses the candidates)."""
+    return [level.kept() for level in build_candidates(targets, anchors, grid_shapes, anchor_t)]
 
 
 def scaled_gains(gains: Any, *, num_levels: int, num_classes: int, img_size: int) -> tuple[float, float, float]:
@@ -166,28 +215,52 @@ class YOLOv5Loss:
         head_maps = output.head if isinstance(output, DetectorOutput) else output
         device = head_maps[0].device
         grid_shapes = [(int(p.shape[2]), int(p.shape[3])) for p in head_maps]
-        assigned = build_targets(targets.to(device=device, dtype=torch.float32), self._head.anchors, grid_shapes,
-                                 self.anchor_t)
+        # Every candidate row, valid or not, so that no size depends on the data (no read of the device):
+        # the box and class terms are masked sums over the rows divided by the valid count, which adds 0
+        # to a level without valid rows where Ultralytics adds nothing.
+        candidates = build_candidates(targets.to(device=device, dtype=torch.float32), self._head.anchors,
+                                      grid_shapes, self.anchor_t)
         zero = torch.zeros((), device=device)
         box, obj, cls = zero, zero, zero
-        for level, (pred, tgt) in enumerate(zip(head_maps, assigned, strict=True)):
-            target_obj = torch.zeros(pred.shape[:4], dtype=pred.dtype, device=device)  # (B, na, H, W)
-            if len(tgt):
-                picked = pred[tgt.image, tgt.anchor, tgt.gj, tgt.gi]  # (n, 5 + nc)
-                pxy = picked[:, :2].sigmoid() * 2 - 0.5
-                pwh = (picked[:, 2:4].sigmoid() * 2) ** 2 * tgt.anchor_wh
-                iou = bbox_iou(torch.cat((pxy, pwh), dim=1), tgt.box, ciou=True).squeeze(-1)  # (n,)
-                box = box + (1.0 - iou).mean()
-                # Objectness learns the quality of its box: target = detached IoU, floored at 0 (gr = 1).
-                target_obj[tgt.image, tgt.anchor, tgt.gj, tgt.gi] = iou.detach().clamp(0).to(target_obj.dtype)
-                if self.num_classes > 1:  # one class needs no class loss (objectness says it all)
-                    logits = picked[:, 5:]
-                    target_cls = torch.full_like(logits, self.cls_negative)
-                    target_cls[torch.arange(len(tgt), device=device), tgt.cls] = self.cls_positive
-                    cls = cls + F.binary_cross_entropy_with_logits(logits, target_cls)
+        for level, (pred, tgt) in enumerate(zip(head_maps, candidates, strict=True)):
+            valid = tgt.valid  # (n,)
+            count = valid.sum().clamp(min=1)
+            picked = pred[tgt.image, tgt.anchor, tgt.gj, tgt.gi]  # (n, 5 + nc)
+            pxy = picked[:, :2].sigmoid() * 2 - 0.5
+            pwh = (picked[:, 2:4].sigmoid() * 2) ** 2 * tgt.anchor_wh
+            # An invalid row's target may be a box no anchor matches, of size 0 say, whose CIoU is NaN and
+            # would reach the gradient through the mask: such rows get a unit box instead.
+            target_box = torch.where(valid[:, None], tgt.box, 1.0)
+            iou = bbox_iou(torch.cat((pxy, pwh), dim=1), target_box, ciou=True).squeeze(-1)  # (n,)
+            box = box + torch.where(valid, 1.0 - iou, 0.0).sum() / count
+            # Objectness learns the quality of its box: target = detached IoU, floored at 0 (gr = 1).
+            target_obj = self._objectness_target(pred, tgt, iou.detach().clamp(0))
+            if self.num_classes > 1:  # one class needs no class loss (objectness says it all)
+                logits = picked[:, 5:]
+                target_cls = torch.full_like(logits, self.cls_negative)
+                target_cls.scatter_(1, tgt.cls[:, None], self.cls_positive)
+                bce = F.binary_cross_entropy_with_logits(logits, target_cls, reduction="none")
+                cls = cls + torch.where(valid[:, None], bce, 0.0).sum() / (count * self.num_classes)
             obj = obj + F.binary_cross_entropy_with_logits(pred[..., 4], target_obj) * LEVEL_BALANCE[level]
 
         box, obj, cls = box * self.box_gain, obj * self.obj_gain, cls * self.cls_gain
         batch_size = head_maps[0].shape[0]
         total = (box + obj + cls) * batch_size
         return total, {"box": box.detach(), "obj": obj.detach(), "cls": cls.detach()}
+
+    @staticmethod
+    def _objectness_target(pred: Tensor, tgt: LevelCandidates, iou: Tensor) -> Tensor:
+        """``(B, na, H, W)`` zeros with each valid row's IoU at its (image, anchor, cell).
+
+        Ultralytics writes ``tobj[b, a, gj, gi] = iou``: where rows share a position, the last one wins (on
+        the CPU; the order of a GPU's writes is undefined). Here the last valid row wins on every device: a
+        ``scatter_reduce`` takes the largest row number per position, invalid rows going to one extra slot.
+        """
+        batch, num_anchors, height, width = pred.shape[:4]
+        size = batch * num_anchors * height * width
+        position = ((tgt.image * num_anchors + tgt.anchor) * height + tgt.gj) * width + tgt.gi
+        position = torch.where(tgt.valid, position, size)
+        row = torch.arange(position.shape[0], device=pred.device)
+        last = torch.full((size + 1,), -1, dtype=torch.long, device=pred.device)
+        last = last.scatter_reduce(0, position, row, reduce="amax")[:size]  # (B * na * H * W,)
+        return F.pad(iou.to(pred.dtype), (0, 1))[last].view(batch, num_anchors, height, width)  # -1: the pad, 0

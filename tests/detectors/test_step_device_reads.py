@@ -1,4 +1,4 @@
-"""A whole training step of YOLOX and FCOS reads nothing from the device.
+"""A whole training step of YOLOX, FCOS and YOLOv5 reads nothing from the device.
 
 The trainer's ``train_step`` (forward, L_gt, MSSD + MAD, backward) and ``optimizer_step`` (SGD, EMA) under
 the ``device_reads`` check of ``conftest.py``, on a tiny generated set: what a GPU step would wait for.
@@ -13,7 +13,7 @@ from detectors.engine.trainer import Trainer
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "img"), [("yolox_nano", 64), ("fcos_tiny", 128)])
+@pytest.mark.parametrize(("name", "img"), [("yolox_nano", 64), ("fcos_tiny", 128), ("yolov5n", 64)])
 def test_a_training_step_reads_nothing_from_the_device(tmp_path, device_reads, name, img):
     cfg = parse_config({
         "seed": 0,
@@ -22,7 +22,7 @@ def test_a_training_step_reads_nothing_from_the_device(tmp_path, device_reads, n
                  "synthetic": {"images": 8, "seed": 0, "width": 256, "height": 128}},
         "losses": {"method": "mssd"},
         "train": {"epochs": 1, "batch_size": 2, "warmup_epochs": 0.0, "device": "cpu", "max_steps_per_epoch": 2,
-                  "eval_interval": 100},
+                  "eval_interval": 100, "nominal_batch": 2},  # an optimizer step per step (YOLOv5's 64 accumulates)
     })
     trainer = Trainer(cfg, tmp_path / "run")
     reads: list[tuple[str, list[str]]] = []
