@@ -22,7 +22,9 @@ def test_sigint_exits_130_marks_the_running_trial_killed_and_prints_the_resume_c
 
     from study import tracking
 
-    config = write_tiny_config(tmp_path, tiny_data, epochs=40)  # far longer than the test waits
+    # Far longer than the test waits: the driver can lag the trial's results by seconds (it logs each to MLflow),
+    # and a 40-epoch trial once finished before the SIGINT that followed its first result.json line.
+    config = write_tiny_config(tmp_path, tiny_data, epochs=1000)
     space = write_space(tmp_path, "params:\n  losses.mssd.gamma: {distribution: grid, values: [0.1]}\n")
     workdir = tmp_path / "runs"
     command = [sys.executable, "-c", "import sys; from study.cli import main; sys.exit(main())", "tune", str(config),
