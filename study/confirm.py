@@ -44,7 +44,7 @@ from study.config import config_to_yaml, load_saved_config
 from study.confirm_record import BASELINE, CONFIRM_DIR, ConfirmRecord, write_record
 from study.confirm_table import ArmRuns, Confirmation, summarise, write_outputs
 from study.errors import StudyError
-from study.export import rank_trials
+from study.export import rank_trials, top_configurations
 from study.grid_runs import GridOptions, resolve_backend, run_grid
 from study.local_runs import LocalRun
 from study.search_space import apply_params
@@ -177,7 +177,8 @@ def plan_confirm(options: ConfirmOptions) -> ConfirmPlan:
             raise ConfigError(f"--seeds: seed {shared[0]} was used by the search of study {options.study!r} (its "
                               f"seeds: {', '.join(map(str, search_seeds))}); a confirmation needs fresh seeds")
         seeds = sorted(seeds_arg)
-    arms, configurations, off = _plan_arms(options.study, base, ranked[:options.top], metric)
+    chosen = top_configurations(ranked, metric, mode, options.top)
+    arms, configurations, off = _plan_arms(options.study, base, chosen, metric)
     if backend == "ray":
         for arm in arms:
             _check_ray_arm(options.workdir, uri, arm, seeds)
@@ -196,7 +197,7 @@ def _check_grid(grid: GridOptions) -> None:
                           f"{grid.gpus_per_trial:g}")
 
 
-def _plan_arms(study: str, base: RunConfig, chosen: list[tracking.TrialRecord], metric: str
+def _plan_arms(study: str, base: RunConfig, chosen: list[tuple[tracking.TrialRecord, float]], metric: str
                ) -> tuple[list[Arm], list[dict[str, Any]], dict[str, Any]]:
     """One arm per distinct config: the chosen trials and their baselines (equal configs share an arm)."""
     arms: dict[str, Arm] = {}
@@ -212,7 +213,7 @@ def _plan_arms(study: str, base: RunConfig, chosen: list[tracking.TrialRecord], 
     base_dict = config_to_dict(base)
     off: dict[str, Any] = {}  # the top configuration's baseline as dotted values over the base config
     configurations = []
-    for record in chosen:
+    for record, search_value in chosen:
         label = (record.name.split() or [record.trial_id])[0]
         if label in arms or label == BASELINE or not label:
             label = record.trial_id
@@ -224,7 +225,7 @@ def _plan_arms(study: str, base: RunConfig, chosen: list[tracking.TrialRecord], 
         baseline = arm_for(BASELINE if BASELINE not in arms else f"{BASELINE}-{label}", baseline_cfg)
         label = arm_for(label, cfg)
         configurations.append({"label": label, "baseline": baseline, "values": values,
-                               "search_value": record.metrics.get(metric), "trial_id": record.trial_id,
+                               "search_value": search_value, "trial_id": record.trial_id,
                                "run_id": record.run_id})
     return list(arms.values()), configurations, off
 

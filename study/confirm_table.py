@@ -43,7 +43,7 @@ class ConfigurationResult:
     label: str  # the search trial's name, e.g. t03
     baseline: str  # label of the arm it is paired with
     values: dict[str, Any]  # its searched values
-    search_value: float | None  # the study metric the search trial reached on its seed
+    search_value: float | None  # the study metric in the search: its trial's, or its mean over the search's seeds
     summaries: dict[str, PairedSummary]  # metric -> paired summary of (configuration - baseline)
     deltas: dict[str, dict[int, float]]  # metric -> seed -> delta
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,24 @@ def rank_trials(records: list[tracking.TrialRecord], metric: str, mode: str) -> 
         pool = [r for r in records if r.status == "early_stopped" and ok(r)]
     sign = -1.0 if mode == "max" else 1.0
     return sorted(pool, key=lambda r: (sign * r.metrics[metric], _trial_number(r)))
+
+
+def top_configurations(ranked: list[tracking.TrialRecord], metric: str, mode: str, top: int
+                       ) -> list[tuple[tracking.TrialRecord, float]]:
+    """The ``top`` best configurations of ``ranked`` (``rank_trials``' order), each as its best trial and its
+    search value. Trials that differ only in their seed (a study that crosses each configuration with seeds,
+    such as a ``one_at_a_time`` screen) are one configuration, valued at its mean over those seeds: it is
+    re-tested once, and ranked by all its seeds rather than its luckiest. With one seed per configuration
+    this is ``ranked[:top]`` and each trial's own value."""
+    groups: dict[tuple, list[tracking.TrialRecord]] = {}
+    for record in ranked:
+        key = tuple(sorted((k, record.params[k]) for k in record.searched if k in record.params and k != "seed"))
+        groups.setdefault(key, []).append(record)
+    sign = -1.0 if mode == "max" else 1.0
+    scored = [(statistics.fmean(r.metrics[metric] for r in group), order, group[0])
+              for order, group in enumerate(groups.values())]  # order: the best trial's rank breaks ties
+    scored.sort(key=lambda item: (sign * item[0], item[1]))
+    return [(best, value) for value, _, best in scored[:top]]
 
 
 def _trial_number(record: tracking.TrialRecord) -> float:
