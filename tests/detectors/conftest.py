@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -34,3 +36,33 @@ class DeviceReads(TorchDispatchMode):
 def device_reads():
     """``with device_reads() as reads: ...`` then ``reads.ops``: the device reads of the code inside."""
     return DeviceReads
+
+
+@contextlib.contextmanager
+def _counting_host_reads():
+    """Counts reads of a tensor's value into Python (``item``, ``float``, ``int``, ``bool``, ``tolist``,
+    ``numpy``): on a GPU each waits for the device."""
+    names = ("item", "__float__", "__int__", "__bool__", "tolist", "numpy")
+    originals = {name: getattr(torch.Tensor, name) for name in names}
+    reads = []
+
+    def counted(name):
+        def read(tensor, *args, **kwargs):
+            reads.append(name)
+            return originals[name](tensor, *args, **kwargs)
+        return read
+
+    for name in names:
+        setattr(torch.Tensor, name, counted(name))
+    try:
+        yield reads
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+@pytest.fixture
+def host_reads():
+    """``with host_reads() as reads: ...`` then ``reads``: the names of the value reads of the code inside
+    (a lighter check than ``device_reads``: only what Python itself reads)."""
+    return _counting_host_reads

@@ -6,8 +6,6 @@ oracle: the assignment, the loss and its gradients must be the same bits, on ran
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -243,34 +241,11 @@ class YOLOv6Output:
         self.head = head
 
 
-@contextlib.contextmanager
-def counting_host_reads():
-    """Counts reads of a tensor's value into Python (``item``, ``float``, ``int``, ``bool``, ``tolist``,
-    ``numpy``): on a GPU each waits for the device."""
-    names = ("item", "__float__", "__int__", "__bool__", "tolist", "numpy")
-    originals = {name: getattr(torch.Tensor, name) for name in names}
-    reads = []
-
-    def counted(name):
-        def read(tensor, *args, **kwargs):
-            reads.append(name)
-            return originals[name](tensor, *args, **kwargs)
-        return read
-
-    for name in names:
-        setattr(torch.Tensor, name, counted(name))
-    try:
-        yield reads
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
-
-
 @pytest.mark.parametrize("epoch", [1, 10])
-def test_the_loss_reads_no_tensor_value_into_python(epoch):
+def test_the_loss_reads_no_tensor_value_into_python(epoch, host_reads):
     loss = family_loss(16, "giou", epoch)
     head, targets = head_output(1, 3, 16), batch_targets(1, 3, tied=True)
-    with counting_host_reads() as reads:
+    with host_reads() as reads:
         l_gt, _ = loss(YOLOv6Output(head), targets)
         l_gt.backward()
     assert reads == []

@@ -7,7 +7,6 @@ targets share a cell; duplicated ground truths)."""
 
 from __future__ import annotations
 
-import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -181,35 +180,12 @@ def test_a_batch_without_targets_gives_empty_levels_as_the_image_by_image_loop()
         assert all(x.shape == y.shape and x.dtype == y.dtype for x, y in zip(ours, ref, strict=True))
 
 
-@contextlib.contextmanager
-def counting_host_reads():
-    """Counts reads of a tensor's value into Python (``item``, ``float``, ``int``, ``bool``, ``tolist``,
-    ``numpy``): on a GPU each waits for the device."""
-    names = ("item", "__float__", "__int__", "__bool__", "tolist", "numpy")
-    originals = {name: getattr(torch.Tensor, name) for name in names}
-    reads = []
-
-    def counted(name):
-        def read(tensor, *args, **kwargs):
-            reads.append(name)
-            return originals[name](tensor, *args, **kwargs)
-        return read
-
-    for name in names:
-        setattr(torch.Tensor, name, counted(name))
-    try:
-        yield reads
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
-
-
-def test_the_ota_loss_reads_two_lists_of_counts_and_nothing_else():
+def test_the_ota_loss_reads_two_lists_of_counts_and_nothing_else(host_reads):
     """Per image its candidates and ground truths, per level its positives: where the image-by-image loop
     read every dynamic k and each contested check (and waited on a GPU at each of its boolean masks)."""
     maps, targets = crowded_batch(5)
     loss = ota_loss()
-    with counting_host_reads() as reads:
+    with host_reads() as reads:
         total, _ = loss(maps, targets)
         total.backward()
     assert reads == ["tolist", "tolist"]
