@@ -63,18 +63,11 @@ class LevelTargets:
 
 
 @dataclass(frozen=True)
-class LevelCandidates:
+class LevelCandidates(LevelTargets):
     """Every (offset, anchor, target) row of one level, ``n = 5 * na * M``, fields as ``LevelTargets``, and
     ``valid``: the rows ``build_targets`` keeps. Fixed size, so building and using them needs no read of the
     device. An invalid row's cell is still inside the grid; its box is whatever the arithmetic gave."""
 
-    image: Tensor  # (n,) int64
-    anchor: Tensor  # (n,) int64
-    gj: Tensor  # (n,) int64, row
-    gi: Tensor  # (n,) int64, column
-    box: Tensor  # (n, 4) float
-    anchor_wh: Tensor  # (n, 2) float
-    cls: Tensor  # (n,) int64
     valid: Tensor  # (n,) bool
 
     def kept(self) -> LevelTargets:
