@@ -34,6 +34,7 @@ class _TrialState:
     run_id: str | None = None
     epochs: set[int] = field(default_factory=set)
     active: bool = False  # started by this driver and not finished since
+    status: str | None = None  # its mssd.status as this tracker last wrote or read it
 
 
 class StudyTracker:
@@ -84,7 +85,8 @@ class StudyTracker:
         for run in self._child_runs():
             trial_id = run.data.tags.get("mssd.trial_id")
             if trial_id:
-                self._trials[trial_id] = _TrialState(run.info.run_id, logged_epochs(self._client, run.info.run_id))
+                self._trials[trial_id] = _TrialState(run.info.run_id, logged_epochs(self._client, run.info.run_id),
+                                                     status=run.data.tags.get("mssd.status", "running"))
         self.initial_trials = set(self._trials)
         self._writer = Writer()
 
@@ -95,6 +97,12 @@ class StudyTracker:
     def known_trials(self) -> set[str]:
         return set(self._trials)
 
+    def is_unfinished(self, trial_id: str) -> bool:
+        """Its run still says ``running``: a driver started it and no end was written (e.g. the driver was
+        killed between the trial's last result and the write of its end)."""
+        state = self._trials.get(trial_id)
+        return state is not None and state.status == "running"
+
     def run_id(self, trial_id: str) -> str | None:
         """The trial's MLflow run id once the writer has created the run (None before, or if unknown)."""
         state = self._trials.get(trial_id)
@@ -103,7 +111,7 @@ class StudyTracker:
     # -- asynchronous writes
     def trial_started(self, trial_id: str, name: str, params: dict[str, Any], searched: Iterable[str]) -> None:
         state = self._trials.setdefault(trial_id, _TrialState())
-        state.active = True
+        state.active, state.status = True, "running"
         searched = list(searched)
         start_ms = int(time.time() * 1000)
 
@@ -139,7 +147,7 @@ class StudyTracker:
         if status not in TRIAL_STATUSES:
             raise ValueError(f"unknown trial status {status!r}")
         state = self._trials.setdefault(trial_id, _TrialState())
-        state.active = False
+        state.active, state.status = False, status
         staged = None
         if best_checkpoint is not None and Path(best_checkpoint).is_file():
             staged = self.staging_dir / trial_id / "best.pt"

@@ -141,6 +141,12 @@ class MLflowCallback(tune.Callback):
 
     @_guarded
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # A trial that ended while an earlier driver ran, but whose end that driver never wrote (killed in
+        # between): the restored sweep calls no on_trial_complete for it, so its end is written here.
+        for trial in trials:
+            if trial.status in ("TERMINATED", "ERROR") and self.tracker.is_unfinished(trial.trial_id):
+                ended = self.on_trial_error if trial.status == "ERROR" else self.on_trial_complete
+                ended(0, trials, trial)
         orphans = self.tracker.initial_trials - {t.trial_id for t in trials}
         if orphans:
             print(f"mssd: {len(orphans)} MLflow trial run(s) belong to trials the restored sweep does not have "

@@ -59,7 +59,8 @@ def test_a_killed_driver_resumes_to_completion_without_repeating_trials(ray_addr
 
     trials = tracking.study_trials(tracking.default_tracking_uri(workdir), "killed")
     assert len(trials) == 3 and len({t.trial_id for t in trials}) == 3  # no duplicate MLflow runs
-    assert all(t.status == "completed" for t in trials)
+    # (a trial that ended just before the kill, its end not yet written, gets it from the resumed driver)
+    assert [t.status for t in trials] == ["completed"] * 3, [(t.trial_id, t.status) for t in trials]
     client = MlflowClient(tracking.default_tracking_uri(workdir))
     for t in trials:
         assert [m.step for m in sorted(client.get_metric_history(t.run_id, "epoch"), key=lambda m: m.step)] == [1, 2]

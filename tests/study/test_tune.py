@@ -157,6 +157,10 @@ def test_resuming_a_finished_study_back_fills_mlflow_from_the_trial_results_with
     summary, uri, trials, tmp = grid_study
     client = MlflowClient(uri)
     client.delete_run(trials["0.01"].run_id)  # as if this trial's run had never reached MLflow
+    # as if the driver had been killed after the trial's last result but before it wrote the trial's end
+    for gamma in ("0.1", "1.0"):
+        client.set_tag(trials[gamma].run_id, "mssd.status", "running")
+        client.update_run(trials[gamma].run_id, status="RUNNING")
     again = run_study(StudyOptions(config="", space="", name="grid", workdir=str(tmp / "runs"), resume=True,
                                    verbose=0))
     assert again.statuses == summary.statuses  # no trial ran again
@@ -164,5 +168,7 @@ def test_resuming_a_finished_study_back_fills_mlflow_from_the_trial_results_with
     assert sorted(now) == ["0.01", "0.1", "1.0"]
     assert now["0.1"].run_id == trials["0.1"].run_id and now["0.01"].run_id != trials["0.01"].run_id
     assert now["0.01"].status == "completed" and now["1.0"].status == "nonfinite"
+    assert now["0.1"].status == "completed"  # the ends of 0.1 and 1.0 written again by the resumed driver
+    assert [client.get_run(now[g].run_id).info.status for g in ("0.1", "1.0")] == ["FINISHED", "FAILED"]
     for gamma in ("0.01", "0.1"):
         assert sorted(m.step for m in client.get_metric_history(now[gamma].run_id, "map")) == [1, 2]
