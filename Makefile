@@ -27,8 +27,10 @@ lint: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
+# Two pytest-xdist workers, each pinned to its share of the CPUs; tests/conftest.py says which tests
+# share a worker (the integration topology; the tests on the session's local Ray) and why.
 test: $(STAMP) lint docs test-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .ruff_cache
