@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 
 _ROOT = Path(__file__).resolve().parent.parent
-_INTEGRATION = "tests/integration/"
-_LOCAL_RAY = "local-ray"
-_FIRST = ("integration", _LOCAL_RAY)
+_INTEGRATION_DIR = "tests/integration/"
+_INTEGRATION, _LOCAL_RAY = "integration", "local-ray"  # the two long units
+_FIRST = (_INTEGRATION, _LOCAL_RAY)
 
 
 @functools.cache
@@ -44,8 +44,8 @@ def _uses_local_ray(path: str) -> bool:
 def work_unit(nodeid: str) -> str:
     """The unit of work (one worker, in order) a test belongs to."""
     path = nodeid.split("::", 1)[0]
-    if path.startswith(_INTEGRATION):
-        return "integration"
+    if path.startswith(_INTEGRATION_DIR):
+        return _INTEGRATION
     return _LOCAL_RAY if _uses_local_ray(path) else path
 
 
